@@ -1,0 +1,1 @@
+"""Generators PULSE can search: `dcgan` (the embedded default) and `stylegan1`."""
