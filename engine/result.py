@@ -51,8 +51,8 @@ class TrajectoryTracker:
     Call `update(step, terms)` once per step with terms {name: [B]} (at least TOTAL and L2; the
     others of TERMS are recorded when present). It returns the rows whose best iterate is the
     state of this step, so the caller can copy those rows' state (or image) aside.
-    Best iterate: the first step with the lowest TOTAL (NaN never wins, but step 0 is always a
-    candidate, so every row has a best step). min_l2: the smallest L2 over all steps (NaN
+    Best iterate: the first step with the lowest TOTAL (NaN never beats a number, but step 0 is
+    always taken first, so every row has a best step). min_l2: the smallest L2 over all steps (NaN
     ignored). success: min_l2 <= eps (per row; relative slack EPS_RTOL for the clamp's rounding).
     """
 
@@ -74,6 +74,7 @@ class TrajectoryTracker:
         t = {name: np.asarray(v, np.float64).reshape(self.rows) for name, v in terms.items()}
         total, l2 = t["TOTAL"], t["L2"]
         improved = (self.best_step < 0) | (total < self.best_total)  # NaN < x is False
+        improved |= np.isnan(self.best_total) & ~np.isnan(total)  # a number beats a NaN best
         self.best_step[improved] = step
         self.best_total[improved] = total[improved]
         for name in TERMS:
