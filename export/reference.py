@@ -110,9 +110,9 @@ def pulse_search(generator: Generator, targets, options: PulseOptions, *, device
             keep = torch.as_tensor(improved, device=device)
             for b, p in zip(best, params):
                 b[keep] = p.detach()[keep]
-        grads = torch.autograd.grad(terms["TOTAL"].sum(), params)
+        grads = torch.autograd.grad(terms["TOTAL"].sum(), params, allow_unused=True)
         for p, g in zip(params, grads):
-            p.grad = g
+            p.grad = torch.zeros_like(p) if g is None else g  # None: the loss ignores p (e.g. 1*GEOCROSS)
         for group in opt.param_groups:
             group["lr"] = options.lr_at(j)
         opt.step()
