@@ -1,0 +1,95 @@
+"""Where `pulse-trt upsample` writes, and how: per input NAME, three files in OUTDIR
+
+    NAME_pulse.png     the HR face (the generator's resolution), 8-bit RGB
+    NAME_pulse_lr.png  its bicubic re-downscale (PULSE's D) at the input's size
+    NAME_pulse.json    the record: success within eps, final L2, steps, seconds, options, ...
+
+Every path is planned (and checked against existing files and against each other) before any
+work starts; the three files of one input are written with engine.images.write_files_atomic
+(PNG, LR PNG, then the JSON last: a JSON record means its images are complete).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .engine.errors import PulseError
+from .engine.images import png_bytes, write_files_atomic
+
+SUFFIX_HR = "_pulse.png"
+SUFFIX_LR = "_pulse_lr.png"
+SUFFIX_JSON = "_pulse.json"
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """The three files written for one input."""
+
+    hr: Path
+    lr: Path
+    record: Path
+
+    def all(self) -> tuple[Path, Path, Path]:
+        return (self.hr, self.lr, self.record)
+
+
+def output_paths(input_path: Path | str, outdir: Path | str) -> OutputPaths:
+    """OUTDIR/NAME_pulse.png, NAME_pulse_lr.png, NAME_pulse.json for input .../NAME.ext."""
+    stem = Path(input_path).stem
+    outdir = Path(outdir)
+    return OutputPaths(outdir / f"{stem}{SUFFIX_HR}", outdir / f"{stem}{SUFFIX_LR}", outdir / f"{stem}{SUFFIX_JSON}")
+
+
+def plan_outputs(inputs: Sequence[Path | str], outdir: Path | str, *, overwrite: bool) -> list[OutputPaths]:
+    """Output paths of every input, checked before any work (PulseError, one line):
+    OUTDIR is not a file; no two inputs share a name (a/face.png and b/face.jpg would both
+    write face_pulse.png); without `overwrite`, no output exists yet. Creates nothing."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise PulseError(f"output {outdir} exists and is not a directory")
+    plans, owner = [], {}
+    for p in inputs:
+        plan = output_paths(p, outdir)
+        if plan.hr in owner:
+            raise PulseError(f"inputs {owner[plan.hr]} and {p} would both write {plan.hr.name}: rename one or run them separately")
+        owner[plan.hr] = p
+        plans.append(plan)
+    if not overwrite:
+        for plan in plans:
+            for path in plan.all():
+                if path.exists():
+                    raise PulseError(f"{path} already exists: pass --overwrite to replace it, or choose another -o")
+    return plans
+
+
+def write_result(plan: OutputPaths, hr: np.ndarray, lr: np.ndarray, record: dict) -> None:
+    """Write one input's HR PNG, LR PNG and JSON record atomically (the JSON last).
+
+    hr: [3, R, R] float in [0, 1]; lr: [3, lr, lr] float in [0, 1]; record: JSON-ready dict
+    (non-finite floats are written as null)."""
+    payload = {
+        plan.hr: png_bytes(hr),
+        plan.lr: png_bytes(lr),
+        plan.record: (json.dumps(_finite(record), indent=2, sort_keys=False) + "\n").encode(),
+    }
+    write_files_atomic(payload)
+
+
+def _finite(x):
+    """JSON-safe copy: NaN / inf -> None, numpy scalars -> Python, tuples -> lists."""
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Path):
+        return str(x)
+    return x
