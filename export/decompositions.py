@@ -1,0 +1,241 @@
+"""Backward ops rewritten as forward ops, so a traced gradient is a plain inference graph.
+
+make_fx(torch.func.grad_and_value(f)) records the backward ops autograd uses. Several have no
+ONNX equivalent (aten.convolution_backward, the pooling / upsampling / padding backwards); each
+one here is the forward op with mirrored parameters (the stylegan3 way: the backward of a conv is
+a transposed conv with the same weight, and vice versa), so the exported graph holds only Conv,
+ConvTranspose, Pad, Slice, Reshape, ReduceSum and friends.
+
+`decomposition_table()` gives the table for make_fx: these, plus torch's own decompositions of
+the composite ops that would otherwise reach the exporter as backward ops.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+aten = torch.ops.aten
+
+
+def _pair(v, n: int = 2) -> list[int]:
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return v * n if len(v) == 1 else v
+
+
+def conv_input_grad_ref(grad_out: torch.Tensor, weight: torch.Tensor, input_size, stride, padding, dilation,
+                        transposed: bool, output_padding, groups: int) -> torch.Tensor:
+    """Gradient of a (transposed) convolution w.r.t. its input, as the mirrored forward op.
+
+    Regular conv y = conv(x, W): dx = conv_transpose(dy, W) with the same stride, padding,
+    dilation and groups, and output_padding chosen so dx has x's spatial size.
+    Transposed conv y = conv_transpose(x, W): dx = conv(dy, W) (its output has x's size exactly).
+    grad_out [N, Cout, *S_out], weight as in the forward op -> [N, Cin, *S_in].
+    """
+    nd = weight.ndim - 2
+    stride, padding, dilation = _pair(stride, nd), _pair(padding, nd), _pair(dilation, nd)
+    if transposed:
+        return aten.convolution(grad_out, weight, None, stride, padding, dilation, False, [0] * nd, groups)
+    k = weight.shape[2:]
+    out_pad = []
+    for i in range(nd):
+        natural = (grad_out.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (k[i] - 1) + 1
+        out_pad.append(int(input_size[2 + i]) - natural)
+    return aten.convolution(grad_out, weight, None, stride, padding, dilation, True, out_pad, groups)
+
+
+def conv_weight_grad_ref(x: torch.Tensor, grad_out: torch.Tensor, weight_shape, stride, padding, dilation,
+                         groups: int) -> torch.Tensor:
+    """Gradient of a regular convolution y = conv(x, W) w.r.t. W, as a forward conv.
+
+    Per group: dW[o, i, k] = sum_n,p dy[n, o, p] x_pad[n, i, p*s + k*d], a convolution of x (its
+    batch and channels swapped) with dy as the filter, stride d and dilation s; cropped to the
+    kernel size. x [N, Cin, *S_in], grad_out [N, Cout, *S_out] -> [Cout, Cin/groups, *k].
+    """
+    nd = x.ndim - 2
+    stride, padding, dilation = _pair(stride, nd), _pair(padding, nd), _pair(dilation, nd)
+    k = list(weight_shape[2:])
+    cin_g, cout_g = x.shape[1] // groups, grad_out.shape[1] // groups
+    parts = []
+    for g in range(groups):
+        xg = x[:, g * cin_g:(g + 1) * cin_g].transpose(0, 1)  # [Cin/g, N, *S_in]
+        dyg = grad_out[:, g * cout_g:(g + 1) * cout_g].transpose(0, 1)  # [Cout/g, N, *S_out]
+        dw = aten.convolution(xg, dyg, None, dilation, padding, stride, False, [0] * nd, 1)  # [Cin/g, Cout/g, *>=k]
+        for i in range(nd):
+            dw = dw.narrow(2 + i, 0, k[i])
+        parts.append(dw.transpose(0, 1))  # [Cout/g, Cin/g, *k]
+    return torch.cat(parts, 0) if groups > 1 else parts[0]
+
+
+def convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation, transposed,
+                         output_padding, groups, output_mask):
+    """aten.convolution_backward -> (grad_input, grad_weight, grad_bias), each None unless asked
+    for in output_mask. Forward ops only (see conv_input_grad_ref / conv_weight_grad_ref)."""
+    gi = gw = gb = None
+    nd = weight.ndim - 2
+    if output_mask[0]:
+        gi = conv_input_grad_ref(grad_out, weight, input.shape, stride, padding, dilation, transposed,
+                                 output_padding, groups)
+    if output_mask[1]:
+        if transposed:  # y = conv_transpose(x, W) is the adjoint of z -> conv(z, W): swap roles
+            gw = conv_weight_grad_ref(grad_out, input, weight.shape, stride, padding, dilation, groups)
+        else:
+            gw = conv_weight_grad_ref(input, grad_out, weight.shape, stride, padding, dilation, groups)
+    if output_mask[2]:
+        gb = grad_out.sum(dim=[0] + list(range(2, 2 + nd)))
+    return gi, gw, gb
+
+
+def upsample_nearest2d_backward(grad_out, output_size, input_size, scales_h=None, scales_w=None):
+    """Backward of nearest upsampling by integer factors: sum over each factor x factor block.
+    grad_out [N, C, H*fh, W*fw] -> [N, C, H, W]."""
+    n, c, h, w = (int(s) for s in input_size)
+    oh, ow = int(output_size[0]), int(output_size[1])
+    if oh % h or ow % w:
+        raise NotImplementedError("upsample_nearest2d_backward: only integer scale factors")
+    fh, fw = oh // h, ow // w
+    g = grad_out.reshape(grad_out.shape[0], c, h, fh, w, fw)  # [N, C, H, fh, W, fw]
+    return g.sum(dim=(3, 5))
+
+
+def _upsample_nearest2d_backward_vec(grad_out, output_size, input_size, scale_factors=None):
+    return upsample_nearest2d_backward(grad_out, output_size, input_size)
+
+
+def avg_pool2d_backward(grad_out, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """Backward of avg_pool2d as a depthwise transposed conv of grad_out with a constant kernel.
+    Supports count_include_pad=True or no padding (every window then has k*k elements) and no
+    ceil_mode; grad_out [N, C, Ho, Wo] -> [N, C, H, W]."""
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(stride) if stride else (kh, kw)
+    ph, pw = _pair(padding)
+    if ceil_mode or (not count_include_pad and (ph or pw)):
+        raise NotImplementedError("avg_pool2d_backward: ceil_mode / count_include_pad=False with padding")
+    c = x.shape[1]
+    div = divisor_override if divisor_override else kh * kw
+    weight = torch.full((c, 1, kh, kw), 1.0 / div, dtype=grad_out.dtype, device=grad_out.device)
+    return conv_input_grad_ref(grad_out, weight, x.shape, (sh, sw), (ph, pw), (1, 1), False, (0, 0), c)
+
+
+def _reflect_pad_backward_1d(g: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
+    """Adjoint of reflect padding along `dim`: the centre plus the mirrored margins folded back."""
+    size = g.shape[dim] - before - after
+    out = g.narrow(dim, before, size)
+    if before:
+        left = g.narrow(dim, 0, before).flip(dim)  # lands on positions 1..before
+        out = out + _pad_dim(left, dim, 1, size - 1 - before)
+    if after:
+        right = g.narrow(dim, before + size, after).flip(dim)  # lands on size-1-after .. size-2
+        out = out + _pad_dim(right, dim, size - 1 - after, 1)
+    return out
+
+
+def _pad_dim(x: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
+    pad = [0, 0] * (x.ndim - dim - 1) + [before, after]
+    return F.pad(x, pad)  # constant zeros
+
+
+def reflection_pad_backward(grad_out, x, padding):
+    """Backward of reflection_pad{1,2,3}d: padding (left, right, top, bottom, ...) from the last
+    dim backwards. grad_out [..., padded] -> x.shape."""
+    g = grad_out
+    for i in range(len(padding) // 2):
+        dim = g.ndim - 1 - i
+        g = _reflect_pad_backward_1d(g, dim, int(padding[2 * i]), int(padding[2 * i + 1]))
+    return g
+
+
+def decomposition_table() -> dict:
+    """Decompositions for tracing a gradient into standard ONNX ops: the ones above plus torch's
+    core decompositions of the composite backward ops (activation / norm backwards)."""
+    from torch._decomp import core_aten_decompositions, get_decompositions  # noqa: PLC0415
+
+    table = dict(get_decompositions([
+        aten.leaky_relu_backward, aten.threshold_backward, aten.tanh_backward, aten.sigmoid_backward,
+        aten.native_batch_norm_backward, aten._native_batch_norm_legit_functional, aten.native_batch_norm,
+        aten._native_batch_norm_legit, aten._native_batch_norm_legit_no_training,
+        aten.native_layer_norm_backward, aten.native_group_norm_backward, aten.mse_loss_backward,
+        aten._softmax_backward_data, aten.embedding_dense_backward,
+        aten.elu_backward, aten.gelu_backward, aten.hardtanh_backward,
+    ]))
+    core = core_aten_decompositions()
+    for op in (aten.instance_norm, aten.native_group_norm):
+        for overload in (op.default,) if hasattr(op, "default") else ():
+            if overload in core:
+                table[overload] = core[overload]
+    ours = {
+        aten.convolution_backward.default: convolution_backward,
+        aten.upsample_nearest2d.vec: upsample_nearest2d_vec,
+        aten.select_backward.default: select_backward,
+        aten.slice_backward.default: slice_backward,
+        aten.upsample_nearest2d_backward.default: upsample_nearest2d_backward,
+        aten.avg_pool2d_backward.default: avg_pool2d_backward,
+        aten.reflection_pad1d_backward.default: reflection_pad_backward,
+        aten.reflection_pad2d_backward.default: reflection_pad_backward,
+        aten.reflection_pad3d_backward.default: reflection_pad_backward,
+    }
+    table.update(ours)
+    return table
+
+
+def upsample_nearest2d_vec(x, output_size, scale_factors):
+    """Keep F.interpolate(mode="nearest") as one aten.upsample_nearest2d (ONNX Resize) instead of
+    its index-based decomposition, whose backward is a scatter."""
+    if output_size is None:
+        output_size = [int(x.shape[2 + i] * float(scale_factors[i])) for i in range(2)]
+    return aten.upsample_nearest2d.default(x, list(output_size))
+
+
+def select_backward(grad_out, input_sizes, dim, index):
+    """Backward of x.select(dim, index): grad_out placed at `index` of zeros, as a constant Pad
+    (ONNX Pad rather than a scatter). grad_out [*input_sizes without dim] -> input_sizes."""
+    dim = dim % len(input_sizes)
+    size = int(input_sizes[dim])
+    index = index % size
+    return _pad_dim(grad_out.unsqueeze(dim), dim, index, size - 1 - index)
+
+
+def slice_backward(grad_out, input_sizes, dim, start, end, step):
+    """Backward of x[start:end:step] along dim (step 1): zero padding back to input_sizes."""
+    if step != 1:
+        raise NotImplementedError("slice_backward with step != 1")
+    dim = dim % len(input_sizes)
+    size = int(input_sizes[dim])
+    start = max(0, min(size, start + size if start < 0 else start))
+    length = int(grad_out.shape[dim])
+    return _pad_dim(grad_out, dim, start, size - start - length)
+
+
+def upsample_nearest_expand(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+    """Nearest upsampling by integer factors as unsqueeze + expand + reshape:
+    [N, C, H, W] -> [N, C, H*fh, W*fw]. Its backward is a reshape + sum."""
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h, 1, w, 1).expand(n, c, h, fh, w, fw)  # [N, C, H, fh, W, fw]
+    return y.reshape(n, c, h * fh, w * fw)
+
+
+class NearestUpsampleAsExpand(torch.overrides.TorchFunctionMode):
+    """While active, F.interpolate(mode="nearest") by integer factors runs as
+    upsample_nearest_expand.
+
+    Under make_fx with symbolic shapes, torch decomposes upsample_nearest2d into an index gather
+    whose backward is a scatter (ONNX GatherND / ScatterND). The expand form exports as
+    Reshape + Expand forward and ReduceSum backward, all plain TensorRT layers.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.interpolate:
+            x = args[0]
+            size = kwargs.get("size", args[1] if len(args) > 1 else None)
+            scale = kwargs.get("scale_factor", args[2] if len(args) > 2 else None)
+            mode = kwargs.get("mode", args[3] if len(args) > 3 else "nearest")
+            if mode == "nearest" and x.ndim == 4:
+                h, w = int(x.shape[2]), int(x.shape[3])
+                if size is not None:
+                    oh, ow = _pair(size)
+                else:
+                    s = _pair(scale)
+                    oh, ow = int(h * s[0]), int(w * s[1])
+                if oh % h == 0 and ow % w == 0:
+                    return upsample_nearest_expand(x, oh // h, ow // w)
+        return func(*args, **kwargs)
