@@ -1,0 +1,250 @@
+"""Reading an artefact directory (docs/artifacts.md): manifest.json + step.onnx + render.onnx.
+
+json and the standard library only: the runtime validates everything it relies on before it
+touches a session, so a missing, corrupt or incompatible directory fails with one PulseError
+line instead of an ONNX Runtime traceback halfway through a search.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PulseError
+from .options import PulseOptions, noise_roles
+from .spec import GeneratorSpec
+from .state import latent_rows
+
+FORMAT = "pulse-trt-artifacts/1"
+LOSS_OUTPUTS = ("loss.L2", "loss.L1", "loss.GEOCROSS", "loss.TOTAL")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DTYPES = ("float32", "float16", "bfloat16", "int64", "int32")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output: name, shape (ints and "B" for the batch), dtype name."""
+
+    name: str
+    shape: tuple
+    dtype: str
+
+    def concrete(self, batch: int) -> tuple[int, ...]:
+        """Shape with "B" replaced by `batch`."""
+        return tuple(batch if d == "B" else int(d) for d in self.shape)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "TensorInfo":
+        try:
+            name, shape, dtype = d["name"], d["shape"], d["dtype"]
+        except (KeyError, TypeError):
+            raise PulseError(f"manifest {where}: every tensor needs name, shape and dtype, got {d!r}") from None
+        if not isinstance(name, str) or not isinstance(shape, list):
+            raise PulseError(f"manifest {where}: bad tensor entry {d!r}")
+        for dim in shape:
+            if dim != "B" and not (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0):
+                raise PulseError(f"manifest {where}: tensor {name!r} has a bad dimension {dim!r}")
+        if dtype not in DTYPES:
+            raise PulseError(f"manifest {where}: tensor {name!r} has an unknown dtype {dtype!r}")
+        return cls(name=name, shape=tuple(shape), dtype=dtype)
+
+
+@dataclass(frozen=True)
+class StateInfo:
+    """One ping-pong state tensor of the step graph: input `name`, output `next`."""
+
+    name: str
+    next: str
+    shape: tuple
+    dtype: str
+
+    def concrete(self, batch: int) -> tuple[int, ...]:
+        return tuple(batch if d == "B" else int(d) for d in self.shape)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated artefact directory.
+
+    dir:          the directory.
+    spec, options: the generator's shape contract and the PULSE options baked into the graphs.
+    lr_size, factor, precision, latent_rows, noise_roles: as in docs/artifacts.md.
+    state:        the step graph's state tensors in manifest order (optimised tensors and moments).
+    step_inputs, step_outputs, render_inputs, render_outputs: {name: TensorInfo}.
+    versions, key: provenance; `key` identifies the graphs.
+    """
+
+    dir: Path
+    spec: GeneratorSpec
+    options: PulseOptions
+    lr_size: int
+    factor: int
+    precision: str
+    latent_rows: int
+    noise_roles: tuple[str, ...]
+    state: tuple[StateInfo, ...]
+    step_file: str
+    render_file: str
+    step_inputs: dict
+    step_outputs: dict
+    render_inputs: dict
+    render_outputs: dict
+    versions: dict
+    key: str
+    raw: dict
+
+    @property
+    def step_path(self) -> Path:
+        return self.dir / self.step_file
+
+    @property
+    def render_path(self) -> Path:
+        return self.dir / self.render_file
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The optimised tensors (each on its own sphere): "latent" then "noise{i}" per trainable map."""
+        return ("latent",) + tuple(f"noise{i}" for i, r in enumerate(self.noise_roles) if r == "trainable")
+
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        """Random, constant noise maps fed to both graphs."""
+        return tuple(f"noise{i}" for i, r in enumerate(self.noise_roles) if r == "frozen")
+
+    @property
+    def moments(self) -> tuple[str, ...]:
+        """State tensors that start at zero (optimiser moments)."""
+        return tuple(s.name for s in self.state if s.name not in self.params)
+
+    @property
+    def resolution(self) -> int:
+        return self.spec.resolution
+
+
+def load_manifest(artifacts_dir) -> Manifest:
+    """Read and validate DIR/manifest.json against the contract of docs/artifacts.md.
+
+    Checks: the directory and both graph files exist; the format tag; the options and generator
+    spec parse; latent_rows and noise_roles agree with what the options give for this spec; the
+    step graph has target, lr, t, every state input with its `next.` output, a radius per
+    optimised tensor, every frozen noise map and the four loss outputs; the render graph has
+    latent + every non-zero noise map in, image + lr_image out. Raises PulseError otherwise.
+    """
+    d = Path(artifacts_dir)
+    if not d.is_dir():
+        raise PulseError(f"artefact directory {str(d)!r} does not exist (export it with `pulse-trt export`)")
+    path = d / "manifest.json"
+    if not path.is_file():
+        raise PulseError(f"{str(d)!r} is not an artefact directory: no manifest.json (export it with `pulse-trt export`)")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PulseError(f"{str(path)!r} is corrupt: {e}") from None
+    if not isinstance(raw, dict):
+        raise PulseError(f"{str(path)!r} is corrupt: not a JSON object")
+    fmt = raw.get("format")
+    if fmt != FORMAT:
+        raise PulseError(f"{str(path)!r} has format {fmt!r}; this pulse-trt reads {FORMAT!r} (re-export the artefacts)")
+    try:
+        spec_d = {k: v for k, v in raw["generator"].items() if k != "weights_sha256"}
+        spec = GeneratorSpec.from_dict(spec_d)
+        options = PulseOptions.from_dict(raw["options"])
+        lr_size, factor = int(raw["lr_size"]), int(raw["factor"])
+        precision, rows = raw["precision"], int(raw["latent_rows"])
+        roles = tuple(raw["noise_roles"])
+        state = tuple(StateInfo(name=s["name"], next=s["next"], shape=tuple(s["shape"]), dtype=s["dtype"])
+                      for s in raw["state"])
+        step, render = raw["step"], raw["render"]
+        step_inputs = _tensors(step["inputs"], "step.inputs")
+        step_outputs = _tensors(step["outputs"], "step.outputs")
+        render_inputs = _tensors(render["inputs"], "render.inputs")
+        render_outputs = _tensors(render["outputs"], "render.outputs")
+        step_file, render_file = str(step["file"]), str(render["file"])
+    except PulseError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise PulseError(f"{str(path)!r} is incomplete or malformed ({type(e).__name__}: {e}); re-export the artefacts") from None
+
+    m = Manifest(dir=d, spec=spec, options=options, lr_size=lr_size, factor=factor, precision=precision,
+                 latent_rows=rows, noise_roles=roles, state=state, step_file=step_file, render_file=render_file,
+                 step_inputs=step_inputs, step_outputs=step_outputs, render_inputs=render_inputs,
+                 render_outputs=render_outputs, versions=dict(raw.get("versions", {})), key=str(raw.get("key", "")),
+                 raw=raw)
+    _validate(m, path)
+    return m
+
+
+def _tensors(entries, where: str) -> dict:
+    if not isinstance(entries, list):
+        raise PulseError(f"manifest {where} must be a list")
+    out = {}
+    for e in entries:
+        t = TensorInfo.from_dict(e, where)
+        if t.name in out:
+            raise PulseError(f"manifest {where}: tensor {t.name!r} listed twice")
+        out[t.name] = t
+    return out
+
+
+def _validate(m: Manifest, path: Path) -> None:
+    where = str(path)
+
+    def bad(msg: str) -> PulseError:
+        return PulseError(f"{where!r} is incompatible: {msg}; re-export the artefacts")
+
+    if m.precision not in PRECISIONS:
+        raise bad(f"precision {m.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if m.lr_size < 1 or m.factor < 1 or m.lr_size * m.factor != m.spec.resolution:
+        raise bad(f"lr_size {m.lr_size} x factor {m.factor} != resolution {m.spec.resolution}")
+    if m.latent_rows != latent_rows(m.spec, m.options):
+        raise bad(f"latent_rows {m.latent_rows} != {latent_rows(m.spec, m.options)} for these options")
+    if list(m.noise_roles) != noise_roles(m.spec.num_noise, m.options):
+        raise bad("noise_roles disagree with the options")
+    for f in (m.step_file, m.render_file):
+        if not (m.dir / f).is_file():
+            raise PulseError(f"artefact directory {str(m.dir)!r} is missing {f} (re-export the artefacts)")
+
+    ins, outs = m.step_inputs, m.step_outputs
+    names = [s.name for s in m.state]
+    for p in m.params:
+        if p not in names:
+            raise bad(f"optimised tensor {p!r} is not in the state")
+        if f"radius.{p}" not in ins:
+            raise bad(f"step graph has no input radius.{p}")
+    latent_shape = ("B", m.latent_rows, m.spec.latent_dim)
+    for s in m.state:
+        if s.name not in ins or s.next not in outs:
+            raise bad(f"state {s.name!r} needs step input {s.name!r} and output {s.next!r}")
+        if s.next != f"next.{s.name}":
+            raise bad(f"state {s.name!r} has output {s.next!r}, expected 'next.{s.name}'")
+        if tuple(ins[s.name].shape) != tuple(s.shape) or tuple(outs[s.next].shape) != tuple(s.shape):
+            raise bad(f"state {s.name!r} shapes disagree between state and graph")
+        if s.dtype != "float32" or ins[s.name].dtype != "float32":
+            raise bad(f"state {s.name!r} must be float32")
+    if tuple(ins.get("latent", TensorInfo("", (), "")).shape) != latent_shape:
+        raise bad(f"step input latent must be {list(latent_shape)}")
+    required = {"target": ("B", 3, m.lr_size, m.lr_size), "lr": (), "t": ()}
+    for name in m.frozen:
+        required[name] = ("B", *m.spec.noise_shapes[int(name[5:])])
+    for name, shape in required.items():
+        if name not in ins:
+            raise bad(f"step graph has no input {name!r}")
+        if tuple(ins[name].shape) != shape:
+            raise bad(f"step input {name!r} has shape {list(ins[name].shape)}, expected {list(shape)}")
+    known = set(names) | set(required) | {f"radius.{p}" for p in m.params}
+    extra = sorted(set(ins) - known)
+    if extra:
+        raise bad(f"step graph has unexpected inputs {extra}")
+    for name in LOSS_OUTPUTS:
+        if name not in outs or tuple(outs[name].shape) != ("B",):
+            raise bad(f"step graph needs output {name!r} of shape ['B']")
+    for name, t in ins.items():
+        if t.dtype != "float32":
+            raise bad(f"step input {name!r} must be float32 (low precision lives inside the graph)")
+    nonzero = ["latent"] + [f"noise{i}" for i, r in enumerate(m.noise_roles) if r != "zero"]
+    if sorted(m.render_inputs) != sorted(nonzero):
+        raise bad(f"render graph inputs {sorted(m.render_inputs)} != {sorted(nonzero)}")
+    for name, shape in (("image", ("B", 3, m.spec.resolution, m.spec.resolution)),
+                        ("lr_image", ("B", 3, m.lr_size, m.lr_size))):
+        if name not in m.render_outputs or tuple(m.render_outputs[name].shape) != shape:
+            raise bad(f"render graph needs output {name!r} of shape {list(shape)}")
