@@ -226,12 +226,15 @@ def write_files_atomic(files: Mapping[os.PathLike | str, bytes]) -> None:
     3. On any error or KeyboardInterrupt before step 2 ends, the temp files are removed.
     """
     temps: list[tuple[str, Path]] = []
+    mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         for path, data in files.items():
             path = Path(path)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             temps.append((tmp, path))
             with os.fdopen(fd, "wb") as f:
+                if hasattr(os, "fchmod"):
+                    os.fchmod(f.fileno(), mode)
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -247,6 +250,12 @@ def write_files_atomic(files: Mapping[os.PathLike | str, bytes]) -> None:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 def _fsync_dir(path: Path) -> None:

@@ -196,6 +196,7 @@ def _record(args, runner, options, path: Path, plan, target: np.ndarray, res: Im
     factor = hr_size // lr_size
     hr_u8 = from_chw01(res.hr).transpose(2, 0, 1)[None].astype(np.float64) / 255.0  # [1, 3, R, R]
     lr_of_file = downscale(hr_u8, factor)[0]  # [3, lr, lr]
+    y_u8 = np.rint(target.astype(np.float64) * 255.0) / 255.0  # [3, lr, lr], the input file's exact values
     search = dict(res.record)
     search.pop("input", None)
     search.pop("backend", None)
@@ -207,7 +208,7 @@ def _record(args, runner, options, path: Path, plan, target: np.ndarray, res: Im
         "l2": search.pop("l2"),
         "min_l2": search.pop("min_l2"),
         "output_l2": float(np.mean((res.lr.astype(np.float64) - target) ** 2)),
-        "output_l2_uint8": float(np.mean((lr_of_file - target) ** 2)),
+        "output_l2_uint8": float(np.mean((lr_of_file - y_u8) ** 2)),
         **search,  # best_step, steps, terms, restart, seconds
         "seconds_note": "wall time of the whole batch (generator load excluded)",
         "batch": {"index": batch_index, "row": batch_row, "size": args.batch_size},

@@ -240,6 +240,9 @@ def test_write_files_atomic_writes_in_order(tmp_path):
     write_files_atomic({tmp_path / "a.bin": b"A", tmp_path / "b.bin": b"BB"})
     assert (tmp_path / "a.bin").read_bytes() == b"A" and (tmp_path / "b.bin").read_bytes() == b"BB"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, OSError])

@@ -1,0 +1,59 @@
+"""Helpers of the CLI tests: small PNGs and a fake search backend."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pulse_trt.engine.bicubic import downscale
+from pulse_trt.engine.result import ImageResult
+from pulse_trt.engine.spec import GeneratorSpec
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    """Save [H, W, 3] uint8 (or [H, W]) as PNG; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array)).save(path)
+    return path
+
+
+def constant_png(path: Path, side: int = 8, value=(90, 60, 40)) -> Path:
+    return write_png(path, np.broadcast_to(np.array(value, np.uint8), (side, side, 3)).copy())
+
+
+def noise_png(path: Path, side: int = 8, seed: int = 0) -> Path:
+    return write_png(path, np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8))
+
+
+class FakeRunner:
+    """A search backend without a generator: hr = nearest-neighbour upscale of the target, so a
+    constant target is matched exactly (L2 = 0, success) and a noisy one is not. Records the
+    batches it was given; raises KeyboardInterrupt on batch number `interrupt_at` (0-based)."""
+
+    name = "fake"
+
+    def __init__(self, resolution: int = 64, interrupt_at: int | None = None):
+        self.spec = GeneratorSpec(name="fake", resolution=resolution, latent_dim=4, num_ws=1)
+        self.description = {"name": "fake", "spec": self.spec.to_dict()}
+        self.batches: list[np.ndarray] = []
+        self.interrupt_at = interrupt_at
+
+    def search(self, targets, options, progress):
+        if self.interrupt_at is not None and len(self.batches) == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.batches.append(np.array(targets))
+        for j in range(options.steps):
+            progress(j + 1, options.steps)
+        f = self.spec.resolution // targets.shape[-1]
+        hr = np.repeat(np.repeat(targets, f, axis=2), f, axis=3).astype(np.float32)  # [N, 3, R, R]
+        lr = downscale(hr, f)
+        out = []
+        for i in range(len(targets)):
+            l2 = float(np.mean((lr[i].astype(np.float64) - targets[i]) ** 2))
+            terms = {"L2": max(l2, options.eps), "L1": 0.0, "GEOCROSS": 0.0, "TOTAL": 100 * max(l2, options.eps)}
+            record = {"input": i, "restart": 0, "success": l2 <= options.eps, "l2": terms["L2"], "min_l2": terms["L2"],
+                      "eps": options.eps, "best_step": 0, "steps": options.steps, "terms": terms, "seconds": 0.01,
+                      "backend": "fake"}
+            out.append(ImageResult(hr=hr[i], lr=lr[i], record=record))
+        return out
