@@ -156,7 +156,7 @@ def split_stylegan1_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
 
 
 def _shape(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+    return str(tuple(int(s) for s in shape))
 
 
 def _first_line(e: BaseException) -> str:

@@ -253,11 +253,12 @@ class StyleGAN1Generator(Generator):
         self.spec = GeneratorSpec(name="stylegan1", resolution=resolution, latent_dim=latent_dim,
                                   num_ws=len(sizes), noise_shapes=tuple((1, s, s) for s in sizes),
                                   has_mapping=True, value_range=(-1.0, 1.0))
+        # torgb before blocks: the port's registration order, so state dicts list keys as synthesis.pt does.
+        self.torgb = EqualConv2d(channels[resolution], 3, 1, gain=1.0)
         blocks: dict[str, nn.Module] = {"4x4": InputBlock(channels[4], latent_dim)}
         for r in sorted(channels)[1:]:
             blocks[f"{r}x{r}"] = UpBlock(channels[r // 2], channels[r], latent_dim, fused=r >= FUSED_MIN_RESOLUTION)
         self.blocks = nn.ModuleDict(blocks)
-        self.torgb = EqualConv2d(channels[resolution], 3, 1, gain=1.0)
         self.mapping = MappingNetwork(latent_dim)
         self.register_buffer("w_mean", torch.zeros(latent_dim))
         self.register_buffer("w_std", torch.ones(latent_dim))
@@ -314,8 +315,9 @@ def load_stylegan1(weights: str | Path, mapping: str | Path | None = None, *, re
          averages and noise buffers dropped: checkpoints.split_stylegan1_state).
       2. The mapping tensors come from `mapping` (PULSE's mapping.pt, or a prefixed file) when
          given, else from the `g_mapping.` part of `weights`; none -> PulseError.
-      3. Strict names and shapes against a model of `resolution` / `fmaps` (PulseError naming the
-         first missing, unexpected or mis-shaped key).
+      3. Strict names and shapes against a model of `resolution` / `fmaps` with D read from the
+         mapping's dense0.weight [D, D] (512 for FFHQ), PulseError naming the first missing,
+         unexpected or mis-shaped key.
       4. w_mean, w_std = gaussian_fit of the mapping (fit_samples z, seed fit_seed), cached in
          fit_cache_dir, else beside the mapping weights (export.gaussian_fit.cached_gaussian_fit).
     Returns the generator on `device`, eval mode, requires_grad False.
@@ -341,7 +343,9 @@ def load_stylegan1(weights: str | Path, mapping: str | Path | None = None, *, re
     if not synthesis_sd:
         raise PulseError(f"stylegan1 weights {weights} hold no synthesis network (blocks.*, torgb.*)")
 
-    generator = StyleGAN1Generator(resolution=resolution, fmaps=fmaps)
+    dense0 = mapping_sd.get("dense0.weight")
+    latent_dim = int(dense0.shape[1]) if dense0 is not None and dense0.ndim == 2 else 512
+    generator = StyleGAN1Generator(resolution=resolution, fmaps=fmaps, latent_dim=latent_dim)
     generator.load_synthesis(synthesis_sd, f"stylegan1 weights {weights}")
     generator.load_mapping(mapping_sd, f"stylegan1 mapping weights {mapping_file}")
     generator.to(device)
