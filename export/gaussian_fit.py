@@ -38,6 +38,8 @@ def gaussian_fit(mapping: nn.Module, n: int = FIT_SAMPLES, chunk: int = FIT_CHUN
       3. Merge the chunk's mean and sum of squared deviations into the running ones (Chan et al.'s
          parallel update, float64), so no more than one chunk is ever in memory.
       4. mean = running mean; std = sqrt(M2 / (n - 1)) (unbiased, like torch.std).
+    The samples are those of one torch.randn(n, D) draw whatever the chunk when D is a multiple of
+    16 (torch's CPU sampler fills 16 values at a time), as for StyleGAN's D = 512.
 
     Args:
         mapping:    module z [N, D] -> w [N, D] (e.g. StyleGAN1Generator.mapping); run under no_grad.
