@@ -72,6 +72,10 @@ SUPERSAMPLE = 4
 MAX_PHOTO_PIXELS = 1 << 26
 
 
+class PhotoTooSmall(PulseError):
+    """A photo with a side under MIN_PHOTO_SIDE px: no face can be found in it."""
+
+
 @dataclass
 class Detection:
     """One face found in a photo (photo pixel-index coordinates).
@@ -485,14 +489,14 @@ def align_faces(image, resolution: int = 1024, lr_size: int = 32, *, angles=(0.0
     Returns:
         list of AlignedFace, empty when no face is found.
     Raises:
-        PulseError: photo smaller than MIN_PHOTO_SIDE px, lr_size not dividing resolution,
-        dlib missing.
+        PhotoTooSmall (a PulseError): a side under MIN_PHOTO_SIDE px.
+        PulseError: lr_size not dividing resolution, dlib missing.
     """
     factor_for(resolution, lr_size)  # a bad size fails before any detection
     rgb = to_rgb_array(image)
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_PHOTO_SIDE:
-        raise PulseError(f"photo is {w}x{h}: too small to find a face in (need at least {MIN_PHOTO_SIDE} px per side)")
+        raise PhotoTooSmall(f"photo is {w}x{h}: too small to find a face in (need at least {MIN_PHOTO_SIDE} px per side)")
     faces = []
     for det in detect_faces(rgb, angles=angles, max_upsample=max_upsample, min_score=min_score, verify_score=verify_score):
         quad = ffhq_quad(det.landmarks)
