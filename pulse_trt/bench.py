@@ -1,0 +1,336 @@
+"""`pulse-trt bench`: one PULSE workload on every requested backend, in one process, measured.
+
+Backends:
+  torch          the PyTorch reference (export/reference.py: torch.optim, eager), as users run PULSE
+  torch-compile  the exported iteration (export/step.py) under torch.compile; on CUDA with
+                 mode="reduce-overhead" (CUDA graphs): the strongest thing a PyTorch user would do
+  ort            ONNX Runtime, CPU execution provider (engine/)
+  ort-cuda       ONNX Runtime, CUDA execution provider, state on the device (engine/)
+  tensorrt       TensorRT engines built from the same ONNX (engine/ + export/trt_build.py)
+
+Method (llm.c): every backend first runs the whole workload once (warm-up: sessions, compilation,
+autotuning excluded from the figures), then `repeats` timed runs; we report medians. Per backend
+and batch: ms per step (time inside the step calls / steps), images per second (batch / whole
+search), peak memory (process RSS above the pre-run baseline; GPU memory in use above baseline),
+speed-up over the torch reference at the same batch and precision, and the fraction of the FLOP
+floor reached: (FLOPs of one step, counted from step.onnx) / (ms per step) / (peak FLOP/s
+measured by a large matmul on the same device and precision).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .engine.errors import PulseError
+from .engine.options import PulseOptions
+from .machine import machine_info, machine_label
+
+BACKENDS = ("torch", "torch-compile", "ort", "ort-cuda", "tensorrt")
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@dataclass
+class Workload:
+    """What every backend runs: generator, LR size, steps, batch sizes, precisions."""
+
+    generator: str = "dcgan"
+    lr_size: int = 8
+    steps: int = 100
+    batches: tuple[int, ...] = (1, 8)
+    precisions: tuple[str, ...] = ("fp32",)
+    weights: str | None = None
+    mapping: str | None = None
+    resolution: int = 1024
+    fmaps: dict | None = None
+    repeats: int = 3
+    seed: int = 0
+    options: dict = field(default_factory=dict)
+
+
+class PeakMemory:
+    """Peak process RSS (and GPU memory in use, when torch sees a GPU) above the baseline at
+    entry, sampled every 5 ms by a thread."""
+
+    def __init__(self, gpu: bool):
+        self.gpu = gpu
+        self.peak_rss = self.peak_gpu = 0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def _gpu_used(self) -> int:
+        import torch  # noqa: PLC0415
+
+        free, total = torch.cuda.mem_get_info()
+        return total - free
+
+    def __enter__(self):
+        self._base_rss = self._rss()
+        self._base_gpu = self._gpu_used() if self.gpu else 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak_rss = max(self.peak_rss, self._rss() - self._base_rss)
+            if self.gpu:
+                self.peak_gpu = max(self.peak_gpu, self._gpu_used() - self._base_gpu)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample_once()
+
+    def _sample_once(self):
+        self.peak_rss = max(self.peak_rss, self._rss() - self._base_rss)
+
+
+def peak_flops(device: str, precision: str) -> float:
+    """Achievable FLOP/s of this device and precision: median of a large square matmul
+    (CPU: 1024, float32; CUDA: 8192 in the precision). torch's default matmul settings."""
+    import torch  # noqa: PLC0415
+
+    dtype = getattr(torch, DTYPES[precision]) if device == "cuda" else torch.float32
+    n = 8192 if device == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = []
+    for _ in range(6):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times[1:])
+
+
+def _targets(generator, lr_size: int, n: int, seed: int) -> np.ndarray:
+    """n LR faces the generator itself made (seeded latents), downscaled with PULSE's operator."""
+    import torch  # noqa: PLC0415
+
+    from .engine.bicubic import downscale, factor_for  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(seed)
+    spec = generator.spec
+    v = torch.randn(n, 1 if spec.num_ws == 1 else spec.num_ws, spec.latent_dim, generator=g)
+    noise = [torch.randn(n, *s, generator=g) for s in spec.noise_shapes]
+    dev = next(generator.parameters()).device
+    with torch.no_grad():
+        x = generator.image01(generator.map_latent(v.to(dev)), [z.to(dev) for z in noise]).clamp(0, 1).cpu().numpy()
+    return np.clip(downscale(x, factor_for(spec.resolution, lr_size)), 0.0, 1.0).astype(np.float32)
+
+
+def random_stylegan1(resolution: int, fmaps, device: str, fit_samples: int = 100_000):
+    """StyleGAN v1 of the given architecture with seeded random weights (no download) and a
+    Gaussian fit of its mapping from `fit_samples` samples: for architecture benchmarks."""
+    import torch  # noqa: PLC0415
+
+    from .export.gaussian_fit import gaussian_fit  # noqa: PLC0415
+    from .export.generators.stylegan1 import StyleGAN1Generator  # noqa: PLC0415
+
+    g = StyleGAN1Generator(resolution=resolution, fmaps=fmaps, seed=0)
+    mean, std = gaussian_fit(g.mapping, n=fit_samples, seed=0)
+    with torch.no_grad():
+        g.w_mean.copy_(mean)
+        g.w_std.copy_(std)
+    g.eval().requires_grad_(False)
+    return g.to(device)
+
+
+def _available(backend: str, device: str) -> str | None:
+    """None when the backend can run here, else why not."""
+    if backend in ("ort-cuda", "tensorrt") and device != "cuda":
+        return "needs a CUDA GPU"
+    if backend == "ort-cuda":
+        import onnxruntime as ort  # noqa: PLC0415
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "onnxruntime has no CUDA execution provider (pip install onnxruntime-gpu)"
+    if backend == "tensorrt":
+        import importlib.util  # noqa: PLC0415
+
+        if importlib.util.find_spec("tensorrt") is None:
+            return "TensorRT is not installed"
+    return None
+
+
+def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, device=None, progress=print) -> dict:
+    """Measure `work` on each backend; returns the JSON-ready result (see module doc)."""
+    import torch  # noqa: PLC0415
+
+    from .engine.api import PulseEngine  # noqa: PLC0415
+    from .export.generators import load_generator  # noqa: PLC0415
+    from .export.onnx_export import export_cached  # noqa: PLC0415
+    from .export.reference import pulse_search  # noqa: PLC0415
+    from .flops import count_flops  # noqa: PLC0415
+    from .torch_runner import TorchRunner  # noqa: PLC0415
+    from .engine.loop import run_search  # noqa: PLC0415
+
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise PulseError(f"unknown backend {unknown[0]!r}: choose from {', '.join(BACKENDS)}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cache_root = Path(cache_root or Path.home() / ".cache" / "pulse-trt" / "artifacts")
+    options = PulseOptions(**{**work.options, "steps": work.steps, "seed": work.seed})
+    if work.weights == "random":
+        generator = random_stylegan1(work.resolution, work.fmaps, device)
+    else:
+        generator = load_generator(work.generator, work.weights, mapping=work.mapping, resolution=work.resolution,
+                                   fmaps=work.fmaps, device=device)
+    targets_all = _targets(generator, work.lr_size, max(work.batches), work.seed)
+    info = machine_info()
+    rows, skipped = [], []
+    for precision in work.precisions:
+        progress(f"[bench] exporting {work.generator} lr {work.lr_size} {precision} (cached)")
+        art = export_cached(generator.cpu(), options, work.lr_size, cache_root, precision=precision, progress=False)
+        generator.to(device)
+        peak = peak_flops(device, precision)
+        for backend in backends:
+            why = _available(backend, device)
+            if backend == "torch" and precision != "fp32":
+                why = "the reference runs in fp32 only"
+            if why:
+                skipped.append({"backend": backend, "precision": precision, "why": why})
+                progress(f"[bench] skip {backend} {precision}: {why}")
+                continue
+            for batch in work.batches:
+                targets = targets_all[:batch]
+                if backend == "torch":
+                    def run():
+                        t0 = time.perf_counter()
+                        pulse_search(generator, targets, options, device=device)
+                        s = time.perf_counter() - t0
+                        return s, s
+                else:
+                    if backend == "torch-compile":
+                        from .engine.manifest import load_manifest  # noqa: PLC0415
+
+                        runner = TorchRunner(load_manifest(art), generator, device=device, compile=True)
+                        runner.activate()
+                        closer = runner.deactivate
+                    else:
+                        eng = PulseEngine(art, backend=backend, batch_size=batch)
+                        eng.__enter__()
+                        runner, closer = eng._runner, eng.close
+
+                    def run(runner=runner):
+                        t0 = time.perf_counter()
+                        run_search(runner, targets, batch_size=batch)
+                        return time.perf_counter() - t0, runner.step_seconds
+                try:
+                    progress(f"[bench] {backend} {precision} batch {batch}: warm-up")
+                    with PeakMemory(gpu=device == "cuda") as mem:
+                        run()  # warm-up: sessions, compilation, autotuning
+                        runs = [run() for _ in range(work.repeats)]
+                finally:
+                    if backend != "torch":
+                        closer()
+                total = statistics.median(r[0] for r in runs)
+                in_steps = statistics.median(r[1] for r in runs)
+                ms = 1000.0 * in_steps / work.steps
+                flops = count_flops(Path(art) / "step.onnx", batch)["total"]
+                row = {
+                    "backend": backend, "precision": precision, "batch": batch, "steps": work.steps,
+                    "ms_per_step": round(ms, 3), "seconds_per_search": round(total, 4),
+                    "images_per_s": round(batch / total, 4),
+                    "peak_rss_mib": round(mem.peak_rss / 2**20, 1),
+                    "peak_gpu_mib": round(mem.peak_gpu / 2**20, 1) if device == "cuda" else None,
+                    "flops_per_step": flops,
+                    "flop_floor_fraction": round(flops / (ms / 1000.0) / peak, 4) if ms > 0 else None,
+                }
+                rows.append(row)
+                progress(f"[bench] {backend} {precision} batch {batch}: {ms:.2f} ms/step, {row['images_per_s']:.2f} img/s")
+    for r in rows:
+        ref = next((x for x in rows if x["backend"] == "torch" and x["batch"] == r["batch"] and x["precision"] == "fp32"), None)
+        r["speedup_vs_torch"] = round(ref["seconds_per_search"] / r["seconds_per_search"], 2) if ref else None
+    return {
+        "machine": info, "machine_label": machine_label(info), "device": device,
+        "date": time.strftime("%Y-%m-%d"),
+        "workload": {**work.__dict__, "batches": list(work.batches), "precisions": list(work.precisions),
+                     "options": options.to_dict()},
+        "peak_flops_note": "peak FLOP/s measured by a square matmul (CPU 1024 fp32; CUDA 8192 in the precision)",
+        "rows": rows, "skipped": skipped,
+    }
+
+
+def to_markdown(result: dict, command: str | None = None) -> str:
+    """The result as a Markdown table, hardware and command named."""
+    w = result["workload"]
+    lines = [
+        f"**{w['generator']}**, LR {w['lr_size']}, {w['steps']} steps, on {result['machine_label']}, {result['date']}",
+        "",
+        "| backend | precision | batch | ms/step | images/s | speed-up vs torch | peak RSS MiB | peak GPU MiB | FLOP floor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        sp = f"{r['speedup_vs_torch']:.2f}x" if r.get("speedup_vs_torch") else "-"
+        ff = f"{100 * r['flop_floor_fraction']:.1f}%" if r.get("flop_floor_fraction") is not None else "-"
+        gpu = "-" if r.get("peak_gpu_mib") is None else f"{r['peak_gpu_mib']:.0f}"
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['ms_per_step']:.2f} | "
+                     f"{r['images_per_s']:.2f} | {sp} | {r['peak_rss_mib']:.0f} | {gpu} | {ff} |")
+    for s in result.get("skipped", []):
+        lines.append(f"\n_skipped {s['backend']} ({s['precision']}): {s['why']}_")
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_throughput(results: list[dict], path) -> None:
+    """PNG of images/s by batch size, one line per backend (and precision), from bench JSONs."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for result in results:
+        series: dict[str, list] = {}
+        for r in result["rows"]:
+            series.setdefault(f"{r['backend']} {r['precision']}", []).append((r["batch"], r["images_per_s"]))
+        for label, pts in series.items():
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                    label=f"{label} ({result['workload']['generator']})" if len(results) > 1 else label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s (whole search)")
+    ax.set_title(f"PULSE throughput on {results[0]['machine_label']}", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = Path(str(path) + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_results(result: dict, out_dir, command: str | None = None, name: str = "bench") -> list[Path]:
+    """bench.json, bench.md and bench.png in out_dir (atomic writes)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = dict(result, command=command)
+    paths = []
+    for suffix, text in ((".json", json.dumps(result, indent=1) + "\n"), (".md", to_markdown(result, command))):
+        p = out / f"{name}{suffix}"
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(p)
+        paths.append(p)
+    if result["rows"]:
+        p = out / f"{name}.png"
+        plot_throughput([result], p)
+        paths.append(p)
+    return paths

@@ -1,0 +1,54 @@
+"""pulse-trt bench: the harness end to end on a tiny workload, and its reports."""
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from pulse_trt.bench import Workload, run_bench, to_markdown, write_results  # noqa: E402
+from pulse_trt.engine.errors import PulseError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tmp_path_factory):
+    work = Workload(generator="dcgan", lr_size=8, steps=3, batches=(1, 2), repeats=1)
+    return run_bench(work, ("torch", "ort", "ort-cuda"), cache_root=tmp_path_factory.mktemp("cache"),
+                     device="cpu", progress=lambda m: None)
+
+
+def test_rows_per_backend_and_batch(tiny_result):
+    rows = {(r["backend"], r["batch"]) for r in tiny_result["rows"]}
+    assert rows == {("torch", 1), ("torch", 2), ("ort", 1), ("ort", 2)}
+    for r in tiny_result["rows"]:
+        assert r["ms_per_step"] > 0 and r["images_per_s"] > 0
+        assert r["flops_per_step"] > 0 and 0 < r["flop_floor_fraction"] < 10
+        assert r["speedup_vs_torch"] > 0
+    torch_rows = [r for r in tiny_result["rows"] if r["backend"] == "torch"]
+    assert all(r["speedup_vs_torch"] == 1.0 for r in torch_rows)
+    # FLOPs grow linearly with the batch
+    ort = {r["batch"]: r["flops_per_step"] for r in tiny_result["rows"] if r["backend"] == "ort"}
+    assert ort[2] == 2 * ort[1]
+    assert tiny_result["skipped"] == [{"backend": "ort-cuda", "precision": "fp32", "why": "needs a CUDA GPU"}]
+    assert tiny_result["machine"]["cores"] >= 1 and tiny_result["machine_label"]
+
+
+def test_reports_written(tiny_result, tmp_path):
+    paths = write_results(tiny_result, tmp_path, command="pulse-trt bench -o x")
+    assert sorted(p.name for p in paths) == ["bench.json", "bench.md", "bench.png"]
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["command"] == "pulse-trt bench -o x" and len(data["rows"]) == 4
+    md = (tmp_path / "bench.md").read_text()
+    assert "| ort | fp32 | 2 |" in md and "pulse-trt bench -o x" in md and tiny_result["machine_label"] in md
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_of_empty_result():
+    res = {"workload": {"generator": "dcgan", "lr_size": 8, "steps": 1}, "machine_label": "x", "date": "d",
+           "rows": [], "skipped": [{"backend": "tensorrt", "precision": "fp32", "why": "TensorRT is not installed"}]}
+    assert "skipped tensorrt (fp32): TensorRT is not installed" in to_markdown(res)
+
+
+def test_unknown_backend():
+    with pytest.raises(PulseError, match="unknown backend"):
+        run_bench(Workload(steps=1, batches=(1,), repeats=1), ("nope",), device="cpu")
