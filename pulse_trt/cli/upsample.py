@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
                 write_result(plans[i], res.hr, res.lr, record)  # 4.
                 if record["success"]:
                     successes += 1
-                    say(f"{inputs[i]} -> {plans[i].hr} ({hr_size}x{hr_size}): L2 {record['l2']:.3g} <= eps {options.eps:g}")
+                    say(f"{inputs[i]} -> {plans[i].hr} ({hr_size}x{hr_size}): min L2 {record['min_l2']:.4g} <= eps {options.eps:g}, "
+                        f"downscale of the PNG: MSE {record['output_l2_uint8']:.4g}")
                 else:
                     tqdm.write(f"pulse-trt: note: {inputs[i]}: could not find a face that downscales within eps={options.eps:g} "
                                f"(best L2 {record['min_l2']:.3g} in {options.steps} steps; try more --steps or --duplicates); "
