@@ -49,6 +49,25 @@ def session_options(threads: int | None = None, profile: str | None = None):
     return so
 
 
+def check_session_io(sess, inputs: dict, outputs: dict, what: str) -> None:
+    """The ONNX graph's declared inputs/outputs agree with the manifest: the same names, and per
+    dimension either a symbolic dim where the manifest says "B" or the same size. (IO binding does
+    not re-check shapes per run, so a graph traced with a fixed batch must fail here, not
+    compute garbage.)"""
+    for kind, declared, expected in (("input", sess.get_inputs(), inputs), ("output", sess.get_outputs(), outputs)):
+        names = {a.name for a in declared}
+        if names != set(expected):
+            raise PulseError(f"{what}.onnx {kind}s {sorted(names ^ set(expected))} disagree with the manifest; re-export")
+        for a in declared:
+            want = expected[a.name].shape
+            got = list(a.shape) if a.shape is not None else []
+            ok = len(got) == len(want) and all(
+                (w == "B" and not isinstance(g, int)) or (w != "B" and g == w) for g, w in zip(got, want))
+            if not ok:
+                raise PulseError(f"{what}.onnx {kind} {a.name!r} has shape {got}, the manifest says {list(want)} "
+                                 "(a fixed batch where it should be dynamic?); re-export the artefacts")
+
+
 class OrtRunner(Runner):
     """PULSE step and render graphs on ONNX Runtime.
 
@@ -97,6 +116,8 @@ class OrtRunner(Runner):
         except Exception as e:  # ORT raises its own exception types for corrupt files
             raise PulseError(f"cannot load the ONNX graphs of {str(self.manifest.dir)!r}: {str(e).splitlines()[0]}") from None
         self._graph_ids: dict[int, int] = {}
+        check_session_io(self._step_sess, self.manifest.step_inputs, self.manifest.step_outputs, "step")
+        check_session_io(self._render_sess, self.manifest.render_inputs, self.manifest.render_outputs, "render")
 
     def _deactivate(self) -> None:
         if self.profile and self._step_sess is not None:

@@ -134,3 +134,18 @@ def test_cuda_runner_without_provider_is_a_pulse_error(toy_dir):
         pytest.skip("CUDA provider present")
     with pytest.raises(PulseError, match="onnxruntime-gpu"):
         OrtRunner(load_manifest(toy_dir), device="cuda").activate()
+
+
+def test_graph_shapes_must_agree_with_the_manifest(toy_dir, tmp_path):
+    import json  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    d = tmp_path / "art"
+    shutil.copytree(toy_dir, d)
+    raw = json.loads((d / "manifest.json").read_text())
+    for e in raw["step"]["inputs"]:
+        if e["name"] == "radius.latent":
+            e["shape"] = ["B", 1, 2]
+    (d / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(PulseError, match="radius.latent"):
+        OrtRunner(load_manifest(d)).activate()
