@@ -5,3 +5,15 @@ cd "$(dirname "$0")/.."
 export OUT="${OUT:-$PWD/gpu_suite_out}"
 pip install -q -e . --no-deps 2>/dev/null || true   # pulse_trt importable (editable, no downloads)
 python benchmarks/gpu_suite.py --out "$OUT" "$@"
+
+# Whole-system figures (issue: benchmarks): the full StyleGAN v1 1024 architecture with seeded
+# random weights, PULSE defaults (100 steps, LR 32), every backend available on this machine,
+# fp32 and bf16, batch 1 up to the largest that fits (out of memory ends a backend's sweep).
+# PULSE_BENCH=0 skips it; PULSE_BENCH_BATCHES overrides the batch sizes.
+if [ "${PULSE_BENCH:-1}" = 1 ]; then
+  # shellcheck disable=SC2086
+  python -m pulse_trt bench --generator stylegan1 --random-weights --resolution 1024 --lr-size 32 \
+    --steps 100 --batch ${PULSE_BENCH_BATCHES:-1 4 16} --precision fp32 bf16 \
+    --backends torch,torch-compile,ort-cuda,tensorrt --repeats 2 --device cuda \
+    --cache-dir "${PULSE_BENCH_CACHE:-/tmp/pulse-trt-cache}" -o "$OUT/bench_stylegan1_1024"
+fi

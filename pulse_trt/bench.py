@@ -150,6 +150,11 @@ def random_stylegan1(resolution: int, fmaps, device: str, fit_samples: int = 100
     return g.to(device)
 
 
+def _is_oom(e: Exception) -> bool:
+    text = f"{type(e).__name__}: {e}".lower()
+    return any(k in text for k in ("out of memory", "outofmemory", "failed to allocate", "cudaerrormemoryallocation"))
+
+
 def _available(backend: str, device: str) -> str | None:
     """None when the backend can run here, else why not."""
     if backend in ("ort-cuda", "tensorrt") and device != "cuda":
@@ -235,9 +240,18 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                     with PeakMemory(gpu=device == "cuda") as mem:
                         run()  # warm-up: sessions, compilation, autotuning
                         runs = [run() for _ in range(work.repeats)]
+                except Exception as e:  # noqa: BLE001  (out of memory ends this backend's batch sweep)
+                    if not _is_oom(e):
+                        raise
+                    skipped.append({"backend": backend, "precision": precision, "batch": batch,
+                                    "why": "out of memory"})
+                    progress(f"[bench] {backend} {precision} batch {batch}: out of memory; larger batches skipped")
+                    break
                 finally:
                     if backend != "torch":
                         closer()
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
                 total = statistics.median(r[0] for r in runs)
                 in_steps = statistics.median(r[1] for r in runs)
                 ms = 1000.0 * in_steps / work.steps
@@ -282,7 +296,8 @@ def to_markdown(result: dict, command: str | None = None) -> str:
         lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['ms_per_step']:.2f} | "
                      f"{r['images_per_s']:.2f} | {sp} | {r['peak_rss_mib']:.0f} | {gpu} | {ff} |")
     for s in result.get("skipped", []):
-        lines.append(f"\n_skipped {s['backend']} ({s['precision']}): {s['why']}_")
+        at = f", batch {s['batch']}" if "batch" in s else ""
+        lines.append(f"\n_skipped {s['backend']} ({s['precision']}{at}): {s['why']}_")
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
