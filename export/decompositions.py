@@ -166,6 +166,9 @@ def decomposition_table() -> dict:
         aten.convolution_backward.default: convolution_backward,
         aten.upsample_nearest2d.vec: upsample_nearest2d_vec,
         aten.select_backward.default: select_backward,
+        aten.split.Tensor: split_as_slices,
+        aten.split_with_sizes.default: split_with_sizes_as_slices,
+        aten.unbind.int: unbind_as_selects,
         aten.slice_backward.default: slice_backward,
         aten.upsample_nearest2d_backward.default: upsample_nearest2d_backward,
         aten.avg_pool2d_backward.default: avg_pool2d_backward,
@@ -239,3 +242,23 @@ class NearestUpsampleAsExpand(torch.overrides.TorchFunctionMode):
                 if oh % h == 0 and ow % w == 0:
                     return upsample_nearest_expand(x, oh // h, ow // w)
         return func(*args, **kwargs)
+
+
+def split_as_slices(x, split_size, dim=0):
+    """aten.split.Tensor as narrow() slices (ONNX Slice), not a tensor sequence."""
+    size = int(x.shape[dim])
+    return [aten.slice.Tensor(x, dim, s, min(s + split_size, size)) for s in range(0, size, split_size)]
+
+
+def split_with_sizes_as_slices(x, split_sizes, dim=0):
+    """aten.split_with_sizes as slices."""
+    out, s = [], 0
+    for n in split_sizes:
+        out.append(aten.slice.Tensor(x, dim, s, s + int(n)))
+        s += int(n)
+    return out
+
+
+def unbind_as_selects(x, dim=0):
+    """aten.unbind as selects."""
+    return [aten.select.int(x, dim, i) for i in range(int(x.shape[dim]))]

@@ -1,0 +1,288 @@
+"""Trace one PULSE iteration and the render pass into ONNX; write and cache the artefacts.
+
+What lands in an artefact directory is docs/artifacts.md's contract: step.onnx, render.onnx and
+manifest.json. Graphs are traced with make_fx (gradients as forward ops, see decompositions.py)
+and exported with torch.onnx.export(dynamo=True) with a dynamic batch dimension "B". Weights are
+constant initializers; noise maps and the whole optimiser state are inputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import __version__
+from ..engine.errors import PulseError
+from ..engine.options import PulseOptions
+from .decompositions import NearestUpsampleAsExpand, decomposition_table
+from .generators.base import Generator
+from .step import PRECISIONS, TensorInfo, make_render_fn, make_step_fn, step_layout
+
+FORMAT = "pulse-trt-artifacts/1"
+OPSET = 20  # within TensorRT 10's parser range (9..24) and ONNX Runtime's
+MAX_BATCH = 4096
+# _NO_OPTIMIZE: torch.onnx's optimize=True (onnxscript 0.7 rewriter) deletes `x + 1e-9` as if it
+# were `x + 0`; PULSE's GEOCROSS and sphere norms need that 1e-9 (sqrt(0) has an infinite
+# gradient; 0/0 follows), so the graphs are exported unoptimised: TensorRT and ONNX Runtime fold
+# constants and fuse on their own.
+STEP_FILE, RENDER_FILE, MANIFEST_FILE = "step.onnx", "render.onnx", "manifest.json"
+# Sources whose change changes the graphs: part of the cache key.
+_GRAPH_SOURCES = ("step.py", "losses.py", "decompositions.py", "onnx_export.py", "../engine/bicubic.py")
+
+
+def _stage(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"[pulse-trt export] {msg}", file=sys.stderr, flush=True)
+
+
+def weights_hash(generator: Generator) -> str:
+    """sha256 of the generator's weights and buffers (export.generators.weights_sha256 when the
+    registry provides it; else names, shapes, dtypes and bytes of the state dict, sorted)."""
+    try:
+        from .generators import weights_sha256  # noqa: PLC0415
+    except ImportError:
+        weights_sha256 = None
+    if weights_sha256 is not None:
+        return weights_sha256(generator)
+    h = hashlib.sha256()
+    for name, t in sorted(generator.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _graph_code_hash() -> str:
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for rel in _GRAPH_SOURCES:
+        h.update((here / rel).resolve().read_bytes())
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    import onnx  # noqa: PLC0415
+
+    return {"pulse_trt": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__, "opset": OPSET}
+
+
+def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, precision: str) -> dict:
+    """manifest.json without the verification record (docs/artifacts.md), "key" included:
+    sha256 of every field that determines the graphs plus the exporting code's hash."""
+    if precision not in PRECISIONS:
+        raise PulseError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if not isinstance(options, PulseOptions):
+        raise PulseError(f"options must be a PulseOptions, got {type(options).__name__}")
+    layout = step_layout(generator.spec, options, lr_size)
+    man = {
+        "format": FORMAT,
+        "generator": {**generator.spec.to_dict(), "weights_sha256": weights_hash(generator)},
+        "options": options.to_dict(),
+        "lr_size": lr_size,
+        "factor": layout.factor,
+        "precision": precision,
+        "latent_rows": layout.latent_rows,
+        "noise_roles": list(layout.roles),
+        "state": layout.state_entries(),
+        "step": {"file": STEP_FILE, "inputs": [i.to_dict() for i in layout.step_inputs()],
+                 "outputs": [o.to_dict() for o in layout.step_outputs()]},
+        "render": {"file": RENDER_FILE, "inputs": [i.to_dict() for i in layout.render_inputs()],
+                   "outputs": [o.to_dict() for o in layout.render_outputs()]},
+        "versions": _versions(),
+    }
+    keyed = dict(man, graph_code=_graph_code_hash())
+    man["key"] = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+    return man
+
+
+def trace_graph(fn: Callable, example: list[torch.Tensor]) -> torch.fx.GraphModule:
+    """make_fx with symbolic shapes and the decompositions of decompositions.py: an aten graph of
+    forward ops only (gradients included), weights as constants."""
+    from torch.fx.experimental.proxy_tensor import make_fx  # noqa: PLC0415
+
+    with NearestUpsampleAsExpand():
+        return make_fx(fn, decomposition_table=decomposition_table(), tracing_mode="symbolic",
+                       _allow_non_fake_inputs=True)(*example)
+
+
+def export_graph(fn: Callable, inputs: list[TensorInfo], outputs: list[TensorInfo], path: Path,
+                 batch: int = 2, seed: int = 0) -> None:
+    """Trace fn (tensors in `inputs` order -> tuple in `outputs` order) and write it to `path`
+    as ONNX (opset OPSET) with the batch dimension "B" dynamic; inputs the graph does not use
+    are kept (the contract lists them all)."""
+    import onnx  # noqa: PLC0415
+    from torch.export import Dim  # noqa: PLC0415
+
+    if batch < 2:
+        raise PulseError("batch_for_trace must be >= 2 (batch 1 would be specialised away)")
+    g = torch.Generator().manual_seed(seed)
+    example = [torch.rand(i.concrete(batch), generator=g) + 0.5 for i in inputs]
+    gm = trace_graph(fn, example)
+    b = Dim("B", min=1, max=MAX_BATCH)
+    dynamic = tuple({0: b} if (i.shape and i.shape[0] == "B") else None for i in inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(gm, tuple(example), dynamo=True, dynamic_shapes=dynamic, opset_version=OPSET,
+                                 input_names=[f"pulse_in_{k}" for k in range(len(inputs))],
+                                 output_names=[f"pulse_out_{k}" for k in range(len(outputs))],
+                                 optimize=False, verbose=False)  # see _NO_OPTIMIZE
+    model = prog.model_proto
+    _rename_io(model, inputs, outputs)
+    _restore_unused_inputs(model, inputs)
+    # The exporter's intermediate shape annotations can contradict ONNX shape inference (rank-0
+    # scalars from symbolic sizes); they are optional, so drop them and let consumers infer.
+    del model.graph.value_info[:]
+    got = [o.name for o in model.graph.output]
+    if got != [o.name for o in outputs]:
+        raise RuntimeError(f"exported outputs {got} differ from the contract {[o.name for o in outputs]}")
+    large = model.ByteSize() > 1_800_000_000
+    onnx.save_model(model, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
+                    location=path.name + ".data" if large else None)
+
+
+def _rename_io(model, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> None:
+    """Give the graph's inputs and outputs their contract names. The export used placeholder
+    names because the exporter names constants after fx nodes ("t", "view", ...), which can
+    collide with contract names ("t"); colliding internal values are renamed first."""
+    mapping = {f"pulse_in_{k}": i.name for k, i in enumerate(inputs)}
+    mapping.update({f"pulse_out_{k}": o.name for k, o in enumerate(outputs)})
+    reserved = set(mapping.values())
+    g = model.graph
+    taken = {i.name for i in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    for name in sorted(reserved & taken - set(mapping)):
+        k = 0
+        while f"{name}__{k}" in taken:
+            k += 1
+        mapping[name] = f"{name}__{k}"
+    for t in list(g.initializer):
+        t.name = mapping.get(t.name, t.name)
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        v.name = mapping.get(v.name, v.name)
+    for n in g.node:
+        n.input[:] = [mapping.get(x, x) for x in n.input]
+        n.output[:] = [mapping.get(x, x) for x in n.output]
+
+
+def _restore_unused_inputs(model, inputs: list[TensorInfo]) -> None:
+    """The exporter drops inputs the graph never reads (e.g. t for sgd); put them back in order."""
+    import onnx  # noqa: PLC0415
+
+    have = {i.name: i for i in model.graph.input}
+    ordered = []
+    for info in inputs:
+        if info.name in have:
+            ordered.append(have[info.name])
+        else:
+            ordered.append(onnx.helper.make_tensor_value_info(info.name, onnx.TensorProto.FLOAT, list(info.shape)))
+    del model.graph.input[:]
+    model.graph.input.extend(ordered)
+
+
+def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, out_dir, precision: str = "fp32",
+                     verify: bool = True, check_trt: bool = True, batch_for_trace: int = 2,
+                     allow_unsupported: bool = False, progress: bool = True) -> Path:
+    """Write step.onnx, render.onnx and manifest.json (docs/artifacts.md) to out_dir.
+
+    Steps: 1. manifest (layout, hashes, versions, key); 2. trace + export the step graph
+    (make_step_fn) and the render graph (make_render_fn); 3. TensorRT compatibility of both
+    (trt_compat; PulseError on the first unsupported node unless allow_unsupported);
+    4. verification (verify.verify_artifacts: onnx.checker full check, then ONNX Runtime against
+    the torch functions at batch 1 and 3; PulseError over tolerance), recorded in the manifest;
+    5. everything is written to a temporary sibling directory and renamed to out_dir at the end,
+    so a failure leaves no partial output. out_dir must not exist or be empty.
+    Returns out_dir as a Path.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise PulseError(f"output directory {out_dir} exists and is not empty")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        _export_into(generator, options, lr_size, tmp, precision, verify, check_trt, batch_for_trace,
+                     allow_unsupported, progress)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _export_into(generator, options, lr_size, tmp: Path, precision, verify, check_trt, batch, allow_unsupported,
+                 progress) -> dict:
+    t0 = time.perf_counter()
+    manifest = build_manifest(generator, options, lr_size, precision)
+    layout = step_layout(generator.spec, options, lr_size)
+    step_fn = make_step_fn(generator, options, lr_size, precision)
+    render_fn = make_render_fn(generator, options, lr_size, precision)
+    timings = {}
+    for name, fn, ins, outs, file in (
+            ("step", step_fn, layout.step_inputs(), layout.step_outputs(), STEP_FILE),
+            ("render", render_fn, layout.render_inputs(), layout.render_outputs(), RENDER_FILE)):
+        _stage(progress, f"tracing and exporting the {name} graph ({generator.spec.name}, {precision}, lr {lr_size})")
+        t = time.perf_counter()
+        export_graph(fn, ins, outs, tmp / file, batch=batch)
+        timings[f"export_{name}_s"] = round(time.perf_counter() - t, 2)
+    problems = []
+    if check_trt:
+        from .trt_compat import require_compatible  # noqa: PLC0415
+
+        for file in (STEP_FILE, RENDER_FILE):
+            found = require_compatible(tmp / file, what=file, allow_unsupported=allow_unsupported)
+            problems += [f"{file}: {p}" for p in found]
+        _stage(progress, "TensorRT compatibility: " + ("ok" if not problems else f"{len(problems)} unsupported node(s) allowed"))
+    manifest["trt_compat"] = {"checked": bool(check_trt), "unsupported": problems}
+    if verify:
+        from .verify import verify_artifacts  # noqa: PLC0415
+
+        _stage(progress, "verifying: onnx.checker full check, ONNX Runtime vs torch at batch 1 and 3")
+        t = time.perf_counter()
+        manifest["verification"] = verify_artifacts(tmp, step_fn, render_fn, layout, precision)
+        timings["verify_s"] = round(time.perf_counter() - t, 2)
+    else:
+        manifest["verification"] = {"skipped": True}
+    timings["total_s"] = round(time.perf_counter() - t0, 2)
+    manifest["export_timings"] = timings
+    (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    _stage(progress, f"done in {timings['total_s']:.1f} s")
+    return manifest
+
+
+def artifacts_complete(path) -> bool:
+    """True when path holds a manifest and every graph file it names."""
+    path = Path(path)
+    try:
+        man = json.loads((path / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return all((path / man[g]["file"]).is_file() for g in ("step", "render"))
+
+
+def export_cached(generator: Generator, options: PulseOptions, lr_size: int, cache_root, precision: str = "fp32",
+                  **kwargs) -> Path:
+    """export_artifacts into cache_root/<key>/, or return that directory at once when a complete
+    export with that key is already there (key: build_manifest(...)["key"]). kwargs go to
+    export_artifacts. Concurrent exporters of one key: the first rename wins, the others' work is
+    discarded."""
+    key = build_manifest(generator, options, lr_size, precision)["key"]
+    target = Path(cache_root) / key
+    if artifacts_complete(target):
+        return target
+    if target.exists():  # an incomplete leftover: replace it
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        return export_artifacts(generator, options, lr_size, target, precision=precision, **kwargs)
+    except OSError:
+        if artifacts_complete(target):  # another process finished first
+            return target
+        raise

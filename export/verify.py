@@ -1,0 +1,125 @@
+"""Export-time verification: the ONNX graphs are checked, run, and compared with the torch
+functions they were traced from.
+
+1. onnx.checker.check_model(path, full_check=True) (path-based, so graphs over 2 GB work).
+2. ONNX Runtime (CPU) runs each graph on fresh random inputs at batch 1 and batch 3 (the same
+   dynamic graph), and the torch function (export.step.make_step_fn / make_render_fn, itself
+   tested against export/reference.py) runs on the same inputs.
+3. Per output: relative error = max|onnx - torch| / max|torch| (the output's scale, so entries
+   near zero do not dominate); the worst over batches is reported, and PulseError is raised
+   when one exceeds TOLERANCE[precision].
+
+Tolerances: fp32 1e-4. fp16 5e-2 and bf16 1e-1: both sides then run the synthesis in low
+precision with different accumulation orders (ORT's kernels vs torch's), the gradient goes
+through it, and a [0, 1] image rounds at 2^-11 (fp16) / 2^-8 (bf16); the optimiser state and
+the loss stay fp32. When ONNX Runtime's CPU provider has no kernel for a low-precision op
+(bf16 Conv, for instance) the comparison is skipped with a note saying so: that precision is
+then verified on a GPU (TensorRT or ORT CUDA) by the engine's tests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..engine.errors import PulseError
+from .step import StepLayout, TensorInfo, sphere_norm
+
+TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 1e-1}
+BATCHES = (1, 3)
+
+
+def check_onnx(path) -> None:
+    """onnx.checker full check (shape inference included) of the model at `path`."""
+    import onnx  # noqa: PLC0415
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise PulseError(f"{Path(path).name} fails onnx.checker: {str(e).splitlines()[0]}") from e
+
+
+def random_inputs(infos: list[TensorInfo], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fresh float32 inputs by role: target in [0, 1]; lr in [0.01, 0.4]; t an integer in 1..100;
+    latent / noise standard normal; first moments N(0, 0.1^2); second moments (v., u.) positive;
+    radius.X = sphere_norm of X times U(0.8, 1.2)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for info in infos:
+        shape, n = info.concrete(batch), info.name
+        if n == "target":
+            x = rng.uniform(0, 1, shape)
+        elif n == "lr":
+            x = rng.uniform(0.01, 0.4, shape)
+        elif n == "t":
+            x = np.asarray(float(rng.integers(1, 101)))
+        elif n.startswith("m."):
+            x = rng.standard_normal(shape) * 0.1
+        elif n.startswith(("v.", "u.")):
+            x = rng.uniform(0.001, 0.05, shape)
+        elif n.startswith("radius."):
+            continue
+        else:
+            x = rng.standard_normal(shape)
+        out[n] = np.asarray(x, np.float32)
+    for info in infos:
+        if info.name.startswith("radius."):
+            base = torch.from_numpy(out[info.name[len("radius."):]])
+            scale = rng.uniform(0.8, 1.2, info.concrete(batch)).astype(np.float32)
+            out[info.name] = sphere_norm(base).numpy() * scale
+    return {info.name: out[info.name] for info in infos}
+
+
+def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """max|got - ref| / max|ref| (inf when shapes differ or got has NaN where ref has none)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if got.shape != ref.shape:
+        return float("inf")
+    if np.isnan(got).any() and not np.isnan(ref).any():
+        return float("inf")
+    scale = max(float(np.nanmax(np.abs(ref))) if ref.size else 0.0, 1e-12)
+    return float(np.nanmax(np.abs(got - ref)) / scale) if ref.size else 0.0
+
+
+def compare_graph(onnx_path, fn: Callable, inputs: list[TensorInfo], outputs: list[TensorInfo],
+                  batches=BATCHES, seed: int = 0) -> dict:
+    """Run the graph in ONNX Runtime (CPU) and fn in torch on the same random inputs per batch
+    size; returns {"worst": {output: rel err}, "batches": [...]} or {"skipped": reason} when ORT
+    cannot run the graph on CPU (a missing low-precision kernel)."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    try:
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own types for NOT_IMPLEMENTED kernels
+        return {"skipped": f"ONNX Runtime {ort.__version__} CPU cannot load the graph: {str(e).splitlines()[0][:300]}"}
+    worst = {o.name: 0.0 for o in outputs}
+    for k, batch in enumerate(batches):
+        feeds = random_inputs(inputs, batch, seed=seed + k)
+        got = sess.run([o.name for o in outputs], feeds)
+        ref = fn(*[torch.from_numpy(feeds[i.name]) for i in inputs])
+        for o, g, r in zip(outputs, got, ref):
+            worst[o.name] = max(worst[o.name], relative_error(g, r.detach().float().numpy()))
+    return {"worst": worst, "batches": list(batches)}
+
+
+def verify_artifacts(out_dir, step_fn: Callable, render_fn: Callable, layout: StepLayout, precision: str) -> dict:
+    """Steps 1-3 of the module docstring on out_dir/step.onnx and out_dir/render.onnx; returns the
+    report recorded in manifest["verification"] and raises PulseError over tolerance."""
+    out_dir = Path(out_dir)
+    tol = TOLERANCE[precision]
+    report = {"tolerance": tol, "metric": "max|onnx - torch| / max|torch| per output, worst over batches",
+              "runtime": "onnxruntime CPU"}
+    for name, fn, ins, outs in (("step", step_fn, layout.step_inputs(), layout.step_outputs()),
+                                ("render", render_fn, layout.render_inputs(), layout.render_outputs())):
+        path = out_dir / f"{name}.onnx"
+        check_onnx(path)
+        res = compare_graph(path, fn, ins, outs)
+        report[name] = res
+        for out, err in res.get("worst", {}).items():
+            if not err <= tol:
+                raise PulseError(f"{name}.onnx output {out!r} differs from the torch step by {err:.3g} "
+                                 f"(relative; tolerance {tol:g} for {precision})")
+    report["checker"] = "onnx.checker full_check passed"
+    return report
