@@ -77,7 +77,8 @@ def pulse_search(generator: Generator, targets, options: PulseOptions, *, device
                    tensors). The generator is used where it is; pass one that lives on `device`.
         progress:  optional callback progress(step, steps) after every step.
     Returns:
-        One engine.result.ImageResult per input, in order (record["backend"] = "reference").
+        One engine.result.ImageResult per input, in order; record["backend"] = "reference",
+        record["seconds"] = wall time of this whole call (all inputs of the batch).
     """
     t0 = time.perf_counter()
     spec = generator.spec

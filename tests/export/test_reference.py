@@ -202,15 +202,27 @@ def test_noise_roles_behave(noise_type):
             assert torch.allclose(sphere_norm(gen.calls[3][i]), sphere_norm(first), rtol=1e-5)
 
 
-def test_duplicates_pick_a_restart(tiny_vector):
+def test_duplicates_pick_a_restart(tiny_vector, monkeypatch):
+    seen = []
+    real = reference.pick_restart
+
+    def spy(candidates):
+        seen.append(candidates)
+        return real(candidates)
+
+    monkeypatch.setattr(reference, "pick_restart", spy)
     y = _targets(tiny_vector, 2, 4)
-    res = pulse_search(tiny_vector, y, PulseOptions(steps=3, duplicates=3))
-    assert [r.record["input"] for r in res] == [0, 1]
-    for r in res:
-        assert r.record["restart"] in (0, 1, 2)
-    # with no success after 3 steps, the restart with the lowest best TOTAL is kept
-    one = [pulse_search(tiny_vector, y, PulseOptions(steps=3, duplicates=3))[0] for _ in range(1)][0]
-    assert one.record == {**res[0].record, "seconds": one.record["seconds"]}
+    y[1] = 0.0  # input 1 unreachable: every restart fails
+    res = pulse_search(tiny_vector, y, PulseOptions(steps=30, duplicates=3))
+    assert [r.record["input"] for r in res] == [0, 1] and len(seen) == 2
+    for r, cands in zip(res, seen):
+        assert len(cands) == 3
+        ok = [i for i, c in enumerate(cands) if c["success"]]
+        pool = ok or [0, 1, 2]
+        expected = min(pool, key=lambda i: (cands[i]["terms"]["TOTAL"], i))
+        assert r.record["restart"] == expected
+        assert {k: r.record[k] for k in cands[expected]} == cands[expected]
+    assert not any(c["success"] for c in seen[1])
 
 
 def test_input_errors(tiny_vector):
