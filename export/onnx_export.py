@@ -211,6 +211,7 @@ def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, 
                      allow_unsupported, progress)
         if out_dir.exists():
             out_dir.rmdir()
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
         os.replace(tmp, out_dir)
     finally:
         if tmp.exists():

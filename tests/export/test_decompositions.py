@@ -1,0 +1,111 @@
+"""Each decomposition against autograd on random shapes, strides, paddings, dilations, groups."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pulse_trt.export import decompositions as dec
+
+CONV_CASES = [  # (cin, cout, k, stride, padding, dilation, groups, size)
+    (3, 4, 3, 1, 1, 1, 1, 9), (4, 6, 3, 2, 1, 1, 2, 10), (6, 6, 3, 2, 0, 2, 6, 13),
+    (2, 5, (3, 1), (2, 1), (1, 0), 1, 1, 8), (4, 4, 4, 3, 2, 1, 4, 11), (3, 6, 1, 1, 0, 1, 3, 5),
+]
+
+
+@pytest.mark.parametrize("cin,cout,k,stride,padding,dilation,groups,size", CONV_CASES)
+def test_conv_backward_matches_autograd(cin, cout, k, stride, padding, dilation, groups, size):
+    g = torch.Generator().manual_seed(cin * 31 + size)
+    kk = k if isinstance(k, tuple) else (k, k)
+    x = torch.randn(2, cin, size, size + 1, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(cout, cin // groups, *kk, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(cout, generator=g, dtype=torch.float64, requires_grad=True)
+    y = F.conv2d(x, w, b, stride, padding, dilation, groups)
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    gx_ref, gw_ref, gb_ref = torch.autograd.grad(y, (x, w, b), gy)
+    gx, gw, gb = dec.convolution_backward(gy, x.detach(), w.detach(), [cout], dec._pair(stride), dec._pair(padding),
+                                          dec._pair(dilation), False, [0, 0], groups, [True, True, True])
+    torch.testing.assert_close(gx, gx_ref)
+    torch.testing.assert_close(gw, gw_ref)
+    torch.testing.assert_close(gb, gb_ref)
+
+
+@pytest.mark.parametrize("cin,cout,k,stride,padding,output_padding,dilation,groups,size", [
+    (4, 3, 4, 2, 1, 0, 1, 1, 5), (4, 6, 3, 2, 1, 1, 1, 2, 6), (6, 6, 3, 3, 0, 2, 1, 3, 4), (2, 2, 3, 2, 2, 1, 2, 1, 7),
+])
+def test_transposed_conv_backward_matches_autograd(cin, cout, k, stride, padding, output_padding, dilation, groups, size):
+    g = torch.Generator().manual_seed(size * 7 + k)
+    x = torch.randn(2, cin, size, size, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(cin, cout // groups, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    y = F.conv_transpose2d(x, w, None, stride, padding, output_padding, groups, dilation)
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    gx_ref, gw_ref = torch.autograd.grad(y, (x, w), gy)
+    gx, gw, gb = dec.convolution_backward(gy, x.detach(), w.detach(), None, [stride] * 2, [padding] * 2, [dilation] * 2,
+                                          True, [output_padding] * 2, groups, [True, True, False])
+    assert gb is None
+    torch.testing.assert_close(gx, gx_ref)
+    torch.testing.assert_close(gw, gw_ref)
+
+
+def test_output_mask_skips_unrequested_grads():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    gy = torch.randn(1, 3, 3, 3)
+    gx, gw, gb = dec.convolution_backward(gy, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, False, False])
+    assert gx.shape == x.shape and gw is None and gb is None
+
+
+@pytest.mark.parametrize("pad", [(1, 2, 3, 0), (3, 3, 3, 3), (0, 0, 2, 1)])
+def test_reflection_pad_backward(pad):
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    y = F.pad(x, pad, mode="reflect")
+    gy = torch.randn(y.shape, dtype=torch.float64)
+    (ref,) = torch.autograd.grad(y, x, gy)
+    torch.testing.assert_close(dec.reflection_pad_backward(gy, x.detach(), list(pad)), ref)
+
+
+@pytest.mark.parametrize("fh,fw", [(2, 2), (3, 1), (2, 4)])
+def test_upsample_nearest_backward_and_expand_form(fh, fw):
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    y = F.interpolate(x, scale_factor=(fh, fw), mode="nearest")
+    torch.testing.assert_close(dec.upsample_nearest_expand(x, fh, fw), y)
+    gy = torch.randn(y.shape, dtype=torch.float64)
+    (ref,) = torch.autograd.grad(y, x, gy)
+    torch.testing.assert_close(dec.upsample_nearest2d_backward(gy, y.shape[2:], x.shape), ref)
+
+
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_avg_pool_backward(k, s, p):
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    y = F.avg_pool2d(x, k, s, p, count_include_pad=True)
+    gy = torch.randn(y.shape, dtype=torch.float64)
+    (ref,) = torch.autograd.grad(y, x, gy)
+    torch.testing.assert_close(dec.avg_pool2d_backward(gy, x.detach(), [k, k], [s, s], [p, p], False, True, None), ref)
+
+
+def test_select_and_slice_backward_are_pads():
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(2, 3, dtype=torch.float64)
+    (ref,) = torch.autograd.grad(x.select(1, 2), x, gy)
+    torch.testing.assert_close(dec.select_backward(gy, list(x.shape), 1, 2), ref)
+    gs = torch.randn(2, 2, 3, dtype=torch.float64)
+    (ref,) = torch.autograd.grad(x[:, 1:3], x, gs)
+    torch.testing.assert_close(dec.slice_backward(gs, list(x.shape), 1, 1, 3, 1), ref)
+
+
+def test_traced_gradient_has_no_backward_ops():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    w = torch.randn(4, 3, 3, 3)
+
+    def f(x):
+        y = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), w, stride=2)
+        return F.interpolate(y, scale_factor=2, mode="nearest").pow(2).sum()
+
+    with dec.NearestUpsampleAsExpand():
+        gm = make_fx(torch.func.grad(f), decomposition_table=dec.decomposition_table(), tracing_mode="symbolic",
+                     _allow_non_fake_inputs=True)(torch.randn(2, 3, 8, 8))
+    ops = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
+    assert not [o for o in ops if "backward" in o or "index" in o or "scatter" in o], ops
+    x = torch.randn(3, 3, 8, 8, requires_grad=True)
+    (ref,) = torch.autograd.grad(f(x), x)
+    torch.testing.assert_close(gm(x.detach()), ref, rtol=1e-5, atol=1e-5)
