@@ -88,7 +88,7 @@ def convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, d
 def upsample_nearest2d_backward(grad_out, output_size, input_size, scales_h=None, scales_w=None):
     """Backward of nearest upsampling by integer factors: sum over each factor x factor block.
     grad_out [N, C, H*fh, W*fw] -> [N, C, H, W]."""
-    n, c, h, w = (int(s) for s in input_size)
+    c, h, w = (int(s) for s in input_size[1:])  # the batch stays symbolic
     oh, ow = int(output_size[0]), int(output_size[1])
     if oh % h or ow % w:
         raise NotImplementedError("upsample_nearest2d_backward: only integer scale factors")
@@ -190,21 +190,25 @@ def upsample_nearest2d_vec(x, output_size, scale_factors):
 
 def select_backward(grad_out, input_sizes, dim, index):
     """Backward of x.select(dim, index): grad_out placed at `index` of zeros, as a constant Pad
-    (ONNX Pad rather than a scatter). grad_out [*input_sizes without dim] -> input_sizes."""
+    (ONNX Pad rather than a scatter). grad_out [*input_sizes without dim] -> input_sizes.
+    Sizes stay symbolic (no int()), so a batch dimension is never specialised."""
     dim = dim % len(input_sizes)
-    size = int(input_sizes[dim])
-    index = index % size
+    size = input_sizes[dim]
+    if index < 0:
+        index = index + size
     return _pad_dim(grad_out.unsqueeze(dim), dim, index, size - 1 - index)
 
 
 def slice_backward(grad_out, input_sizes, dim, start, end, step):
-    """Backward of x[start:end:step] along dim (step 1): zero padding back to input_sizes."""
+    """Backward of x[start:end:step] along dim (step 1): zero padding back to input_sizes
+    (symbolic sizes kept symbolic)."""
     if step != 1:
         raise NotImplementedError("slice_backward with step != 1")
     dim = dim % len(input_sizes)
-    size = int(input_sizes[dim])
-    start = max(0, min(size, start + size if start < 0 else start))
-    length = int(grad_out.shape[dim])
+    size = input_sizes[dim]
+    if start < 0:
+        start = start + size
+    length = grad_out.shape[dim]
     return _pad_dim(grad_out, dim, start, size - start - length)
 
 

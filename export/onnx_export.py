@@ -141,6 +141,7 @@ def export_graph(fn: Callable, inputs: list[TensorInfo], outputs: list[TensorInf
     # The exporter's intermediate shape annotations can contradict ONNX shape inference (rank-0
     # scalars from symbolic sizes); they are optional, so drop them and let consumers infer.
     del model.graph.value_info[:]
+    _check_dynamic_batch(model, inputs, outputs)
     got = [o.name for o in model.graph.output]
     if got != [o.name for o in outputs]:
         raise RuntimeError(f"exported outputs {got} differ from the contract {[o.name for o in outputs]}")
@@ -170,6 +171,20 @@ def _rename_io(model, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> No
     for n in g.node:
         n.input[:] = [mapping.get(x, x) for x in n.input]
         n.output[:] = [mapping.get(x, x) for x in n.output]
+
+
+def _check_dynamic_batch(model, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> None:
+    """Every "B" dimension must have stayed symbolic (a trace that specialised the batch would
+    only run at batch_for_trace); name it "B" in the graph."""
+    want = {i.name: i.shape for i in list(inputs) + list(outputs)}
+    for v in list(model.graph.input) + list(model.graph.output):
+        shape = want.get(v.name)
+        if not shape or shape[0] != "B":
+            continue
+        d = v.type.tensor_type.shape.dim[0]
+        if not d.dim_param:
+            raise RuntimeError(f"the batch dimension of {v.name!r} was specialised to {d.dim_value} while tracing")
+        d.dim_param = "B"
 
 
 def _restore_unused_inputs(model, inputs: list[TensorInfo]) -> None:
