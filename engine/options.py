@@ -49,12 +49,13 @@ class PulseOptions:
     def __post_init__(self) -> None:
         parse_loss(self.loss_str)
         parse_bad_noise_layers(self.bad_noise_layers)
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
+        if isinstance(self.eps, bool) or not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
             raise PulseError(f"eps must be a finite number >= 0, got {self.eps!r}")
         _choice("noise_type", self.noise_type, NOISE_TYPES)
         _choice("opt_name", self.opt_name, OPTIMIZERS)
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
             raise PulseError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         for name in ("steps", "duplicates"):
             v = getattr(self, name)

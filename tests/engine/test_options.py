@@ -148,3 +148,9 @@ def test_dict_round_trip_and_unknown_key():
     assert PulseOptions.from_dict(o.to_dict()) == o
     with pytest.raises(PulseError, match="unknown PULSE option 'stepz'"):
         PulseOptions.from_dict({"stepz": 3})
+
+
+@pytest.mark.parametrize("field,value", [("learning_rate", "0.4"), ("learning_rate", True), ("eps", "x"), ("eps", None)])
+def test_non_numeric_options_are_pulse_errors(field, value):
+    with pytest.raises(PulseError):
+        PulseOptions(**{field: value})
