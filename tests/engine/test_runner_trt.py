@@ -53,12 +53,12 @@ def test_trt_search_matches_ort(toy_dir, tmp_path):
     from pulse_trt.engine.runner_ort import OrtRunner  # noqa: PLC0415
 
     m = load_manifest(toy_dir)
-    build.build_engines(toy_dir)  # writes step.engine / render.engine beside the graphs
+    step_engine, render_engine = build.build_engines(toy_dir)  # into toy_dir/trt_engines/
     y = np.random.default_rng(1).uniform(0.3, 0.7, (2, 3, 2, 2)).astype(np.float32)
     with OrtRunner(m) as r:
         ref = run_search(r, y)
     for graph in (True, False):
-        with TrtRunner(m, cuda_graph=graph) as r:
+        with TrtRunner(m, step_engine=step_engine, render_engine=render_engine, cuda_graph=graph) as r:
             got = run_search(r, y, batch_size=3)
         for a, b in zip(ref, got):
             np.testing.assert_allclose(b.history["TOTAL"], a.history["TOTAL"], rtol=1e-4)
