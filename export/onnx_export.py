@@ -29,6 +29,13 @@ from .step import PRECISIONS, TensorInfo, make_render_fn, make_step_fn, step_lay
 
 FORMAT = "pulse-trt-artifacts/1"
 OPSET = 20  # within TensorRT 10's parser range (9..24) and ONNX Runtime's
+# ONNX types Conv / ConvTranspose for bfloat16 only from opset 22: bf16 graphs use it.
+OPSET_BF16 = 22
+
+
+def opset_for(precision: str) -> int:
+    """ONNX opset of the graphs: OPSET, or OPSET_BF16 for bf16."""
+    return OPSET_BF16 if precision == "bf16" else OPSET
 MAX_BATCH = 4096
 # _NO_OPTIMIZE: torch.onnx's optimize=True (onnxscript 0.7 rewriter) deletes `x + 1e-9` as if it
 # were `x + 0`; PULSE's GEOCROSS and sphere norms need that 1e-9 (sqrt(0) has an infinite
@@ -69,10 +76,11 @@ def _graph_code_hash() -> str:
     return h.hexdigest()
 
 
-def _versions() -> dict:
+def _versions(precision: str = "fp32") -> dict:
     import onnx  # noqa: PLC0415
 
-    return {"pulse_trt": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__, "opset": OPSET}
+    return {"pulse_trt": __version__, "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
+            "opset": opset_for(precision)}
 
 
 def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, precision: str) -> dict:
@@ -97,7 +105,7 @@ def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, pr
                  "outputs": [o.to_dict() for o in layout.step_outputs()]},
         "render": {"file": RENDER_FILE, "inputs": [i.to_dict() for i in layout.render_inputs()],
                    "outputs": [o.to_dict() for o in layout.render_outputs()]},
-        "versions": _versions(),
+        "versions": _versions(precision),
     }
     keyed = dict(man, graph_code=_graph_code_hash())
     man["key"] = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
@@ -115,7 +123,7 @@ def trace_graph(fn: Callable, example: list[torch.Tensor]) -> torch.fx.GraphModu
 
 
 def export_graph(fn: Callable, inputs: list[TensorInfo], outputs: list[TensorInfo], path: Path,
-                 batch: int = 2, seed: int = 0) -> None:
+                 batch: int = 2, seed: int = 0, opset: int = OPSET) -> None:
     """Trace fn (tensors in `inputs` order -> tuple in `outputs` order) and write it to `path`
     as ONNX (opset OPSET) with the batch dimension "B" dynamic; inputs the graph does not use
     are kept (the contract lists them all)."""
@@ -131,7 +139,7 @@ def export_graph(fn: Callable, inputs: list[TensorInfo], outputs: list[TensorInf
     dynamic = tuple({0: b} if (i.shape and i.shape[0] == "B") else None for i in inputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prog = torch.onnx.export(gm, tuple(example), dynamo=True, dynamic_shapes=dynamic, opset_version=OPSET,
+        prog = torch.onnx.export(gm, tuple(example), dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
                                  input_names=[f"pulse_in_{k}" for k in range(len(inputs))],
                                  output_names=[f"pulse_out_{k}" for k in range(len(outputs))],
                                  optimize=False, verbose=False)  # see _NO_OPTIMIZE
@@ -247,7 +255,7 @@ def _export_into(generator, options, lr_size, tmp: Path, precision, verify, chec
             ("render", render_fn, layout.render_inputs(), layout.render_outputs(), RENDER_FILE)):
         _stage(progress, f"tracing and exporting the {name} graph ({generator.spec.name}, {precision}, lr {lr_size})")
         t = time.perf_counter()
-        export_graph(fn, ins, outs, tmp / file, batch=batch)
+        export_graph(fn, ins, outs, tmp / file, batch=batch, opset=opset_for(precision))
         timings[f"export_{name}_s"] = round(time.perf_counter() - t, 2)
     problems = []
     if check_trt:

@@ -1,0 +1,112 @@
+"""Exported artefacts: contract, ORT agreement, caching, failure modes (exports marked slow)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from pulse_trt.engine.errors import PulseError
+from pulse_trt.engine.options import PulseOptions
+from pulse_trt.export import onnx_export
+from pulse_trt.export.onnx_export import build_manifest, export_artifacts, export_cached
+from pulse_trt.export.step import make_step_fn
+from pulse_trt.export.verify import random_inputs, relative_error
+
+
+def test_manifest_key_and_fields(tiny_style):
+    a = build_manifest(tiny_style, PulseOptions(), 4, "fp32")
+    assert a["format"] == "pulse-trt-artifacts/1" and a["factor"] == 4 and a["latent_rows"] == 6
+    assert a["noise_roles"] == ["trainable"] * 5 + ["frozen"]
+    assert a["state"][0] == {"name": "latent", "next": "next.latent", "shape": ["B", 6, 8], "dtype": "float32"}
+    assert a["versions"]["opset"] == onnx_export.OPSET and len(a["generator"]["weights_sha256"]) == 64
+    assert a["key"] == build_manifest(tiny_style, PulseOptions(), 4, "fp32")["key"]
+    others = {build_manifest(tiny_style, PulseOptions(eps=1e-3), 4, "fp32")["key"],
+              build_manifest(tiny_style, PulseOptions(), 8, "fp32")["key"],
+              build_manifest(tiny_style, PulseOptions(), 4, "fp16")["key"]}
+    assert a["key"] not in others and len(others) == 3
+
+
+def test_bad_inputs_fail_before_tracing(tiny_style, tmp_path):
+    with pytest.raises(PulseError, match="precision"):
+        export_artifacts(tiny_style, PulseOptions(), 4, tmp_path / "a", precision="int8")
+    with pytest.raises(PulseError, match="not divisible|divide"):
+        export_artifacts(tiny_style, PulseOptions(), 5, tmp_path / "b")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "x").write_text("keep")
+    with pytest.raises(PulseError, match="not empty"):
+        export_artifacts(tiny_style, PulseOptions(), 4, tmp_path / "c")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_style, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    return export_cached(tiny_style, PulseOptions(), 4, root, progress=False), root
+
+
+@pytest.mark.slow
+def test_export_matches_contract_and_torch(exported, tiny_style):
+    out, _ = exported
+    man = json.loads((out / "manifest.json").read_text())
+    for g in ("step", "render"):
+        model = onnx.load(str(out / man[g]["file"]))
+        assert [i.name for i in model.graph.input] == [i["name"] for i in man[g]["inputs"]]
+        assert [o.name for o in model.graph.output] == [o["name"] for o in man[g]["outputs"]]
+        assert {n.domain for n in model.graph.node} <= {""}
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "B"
+    ver = man["verification"]
+    assert max(ver["step"]["worst"].values()) < 1e-4 and max(ver["render"]["worst"].values()) < 1e-4
+    assert man["trt_compat"] == {"checked": True, "unsupported": []}
+    # batch 2 (the traced size) and 5 through the same graph
+    fn = make_step_fn(tiny_style, PulseOptions(), 4)
+    sess = ort.InferenceSession(str(out / "step.onnx"), providers=["CPUExecutionProvider"])
+    for b in (2, 5):
+        feeds = random_inputs(fn.layout.step_inputs(), b, seed=10 + b)
+        got = sess.run(None, feeds)
+        ref = fn(*[torch.from_numpy(feeds[i.name]) for i in fn.layout.step_inputs()])
+        assert max(relative_error(g, r.numpy()) for g, r in zip(got, ref)) < 1e-4
+
+
+@pytest.mark.slow
+def test_cache_hit_returns_at_once(exported, tiny_style, monkeypatch):
+    out, root = exported
+    monkeypatch.setattr(onnx_export, "export_graph", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-export")))
+    assert export_cached(tiny_style, PulseOptions(), 4, root) == out
+    assert out.name == build_manifest(tiny_style, PulseOptions(), 4, "fp32")["key"]
+    assert [p.name for p in root.iterdir()] == [out.name]  # no temp dirs left
+
+
+@pytest.mark.slow
+def test_unsupported_op_fails_without_partial_output(tiny_vector, tmp_path, monkeypatch):
+    from pulse_trt.export import trt_compat
+
+    table = dict(trt_compat.supported_ops())
+    table["supported"] = [op for op in table["supported"] if op != "ConvTranspose"]
+    monkeypatch.setattr(trt_compat, "supported_ops", lambda path=None: table)
+    with pytest.raises(PulseError, match="ConvTranspose.*--allow-unsupported-ops"):
+        export_artifacts(tiny_vector, PulseOptions(), 4, tmp_path / "out", verify=False, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    out = export_artifacts(tiny_vector, PulseOptions(opt_name="sgd"), 4, tmp_path / "ok", verify=False,
+                           allow_unsupported=True, progress=False)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["trt_compat"]["unsupported"] and man["verification"] == {"skipped": True}
+    # sgd never reads t, yet the contract keeps it as an input
+    assert "t" in [i.name for i in onnx.load(str(out / "step.onnx")).graph.input]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_low_precision_exports(tiny_vector, tmp_path, precision):
+    out = export_artifacts(tiny_vector, PulseOptions(), 4, tmp_path / precision, precision=precision, progress=False)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["precision"] == precision
+    model = onnx.load(str(out / "step.onnx"))
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in model.graph.input)
+    low = onnx.TensorProto.FLOAT16 if precision == "fp16" else onnx.TensorProto.BFLOAT16
+    assert any(t.data_type == low for t in model.graph.initializer)
+    step = man["verification"]["step"]
+    assert "skipped" in step or max(step["worst"].values()) <= man["verification"]["tolerance"]
