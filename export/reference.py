@@ -44,7 +44,7 @@ def sphere_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def pulse_search(generator: Generator, targets, options: PulseOptions, *, device=None,
-                 progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
+                 progress: Callable[[int, int], None] | None = None, first_input: int = 0) -> list[ImageResult]:
     """Search the generator's latent space for faces that downscale to `targets` (PULSE).
 
     Algorithm (B = N * options.duplicates rows, input-major, restarts adjacent):
@@ -76,6 +76,9 @@ def pulse_search(generator: Generator, targets, options: PulseOptions, *, device
         device:    torch device to run on; default: the generator's device (CPU if it has no
                    tensors). The generator is used where it is; pass one that lives on `device`.
         progress:  optional callback progress(step, steps) after every step.
+        first_input: global index of targets[0]: row (i, k) starts from the seed of input
+                   first_input + i, restart k, so a job cut into chunks starts every input as
+                   one call over all of them would (engine.loop.run_search's starts).
     Returns:
         One engine.result.ImageResult per input, in order; record["backend"] = "reference",
         record["seconds"] = wall time of this whole call (all inputs of the batch).
@@ -89,7 +92,9 @@ def pulse_search(generator: Generator, targets, options: PulseOptions, *, device
     weights, eps = options.loss_weights, options.eps
 
     # 1. Start state (numpy -> torch) and radii.
-    rows = job_rows(n, options.duplicates)
+    if not isinstance(first_input, int) or isinstance(first_input, bool) or first_input < 0:
+        raise PulseError(f"first_input must be an integer >= 0, got {first_input!r}")
+    rows = [(first_input + i, k) for i, k in job_rows(n, options.duplicates)]
     start = start_state(spec, options, rows)
     y = target.repeat_interleave(options.duplicates, dim=0)  # [B, 3, lr, lr], row i*dup+k -> input i
     latent = torch.tensor(start.latent, device=device, requires_grad=True)  # [B, L, D]
