@@ -212,7 +212,8 @@ def _restore_unused_inputs(model, inputs: list[TensorInfo]) -> None:
 
 def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, out_dir, precision: str = "fp32",
                      verify: bool = True, check_trt: bool = True, batch_for_trace: int = 2,
-                     allow_unsupported: bool = False, progress: bool = True) -> Path:
+                     allow_unsupported: bool = False, progress: bool = True,
+                     verify_tolerance: float | None = None) -> Path:
     """Write step.onnx, render.onnx and manifest.json (docs/artifacts.md) to out_dir.
 
     Steps: 1. manifest (layout, hashes, versions, key); 2. trace + export the step graph
@@ -231,7 +232,7 @@ def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         _export_into(generator, options, lr_size, tmp, precision, verify, check_trt, batch_for_trace,
-                     allow_unsupported, progress)
+                     allow_unsupported, progress, verify_tolerance)
         if out_dir.exists():
             out_dir.rmdir()
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
@@ -243,7 +244,7 @@ def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, 
 
 
 def _export_into(generator, options, lr_size, tmp: Path, precision, verify, check_trt, batch, allow_unsupported,
-                 progress) -> dict:
+                 progress, verify_tolerance=None) -> dict:
     t0 = time.perf_counter()
     manifest = build_manifest(generator, options, lr_size, precision)
     layout = step_layout(generator.spec, options, lr_size)
@@ -271,7 +272,7 @@ def _export_into(generator, options, lr_size, tmp: Path, precision, verify, chec
 
         _stage(progress, "verifying: onnx.checker full check, ONNX Runtime vs torch at batch 1 and 3")
         t = time.perf_counter()
-        manifest["verification"] = verify_artifacts(tmp, step_fn, render_fn, layout, precision)
+        manifest["verification"] = verify_artifacts(tmp, step_fn, render_fn, layout, precision, verify_tolerance)
         timings["verify_s"] = round(time.perf_counter() - t, 2)
     else:
         manifest["verification"] = {"skipped": True}

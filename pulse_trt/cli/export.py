@@ -26,6 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr-size", type=int, required=True, help="side of the low-resolution inputs (divides the resolution)")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="generator precision inside the graphs")
     p.add_argument("--no-verify", action="store_true", help="skip onnx.checker and the ONNX Runtime comparison")
+    p.add_argument("--verify-tolerance", type=float, default=None,
+                   help="worst relative error accepted by the verification (default: 1e-4 fp32, 5e-2 fp16, 1e-1 bf16)")
     p.add_argument("--allow-unsupported-ops", action="store_true", help="export even when TensorRT's parser would reject a node")
     p.add_argument("--trt-engine", action="store_true", help="also build TensorRT engines (needs tensorrt and a GPU)")
     p.add_argument("--max-batch", type=int, default=8, help="largest batch of the TensorRT optimisation profile (default: 8)")
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     generator = load_generator(args.generator, args.weights, mapping=args.mapping,
                                **({"resolution": args.resolution} if args.generator == "stylegan1" else {}))
     out = export_artifacts(generator, options, args.lr_size, args.output, precision=args.precision,
-                           verify=not args.no_verify, allow_unsupported=args.allow_unsupported_ops)
+                           verify=not args.no_verify, allow_unsupported=args.allow_unsupported_ops,
+                           verify_tolerance=args.verify_tolerance)
     print(f"wrote {out}")
     if args.trt_engine:
         from ..export.trt_build import build_engines  # noqa: PLC0415
