@@ -47,7 +47,7 @@ class Workload:
     weights: str | None = None
     mapping: str | None = None
     resolution: int = 1024
-    fmaps: dict | None = None
+    max_channels: int | None = None  # stylegan1: cap FFHQ's channel widths (small CPU benchmarks)
     repeats: int = 3
     seed: int = 0
     options: dict = field(default_factory=dict)
@@ -190,11 +190,17 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cache_root = Path(cache_root or Path.home() / ".cache" / "pulse-trt" / "artifacts")
     options = PulseOptions(**{**work.options, "steps": work.steps, "seed": work.seed})
+    fmaps = None
+    if work.max_channels:
+        from .export.generators.stylegan1 import ffhq_channels  # noqa: PLC0415
+
+        cap = work.max_channels
+        fmaps = lambda r: min(ffhq_channels(r), cap)  # noqa: E731
     if work.weights == "random":
-        generator = random_stylegan1(work.resolution, work.fmaps, device)
+        generator = random_stylegan1(work.resolution, fmaps, device)
     else:
         generator = load_generator(work.generator, work.weights, mapping=work.mapping, resolution=work.resolution,
-                                   fmaps=work.fmaps, device=device)
+                                   fmaps=fmaps, device=device)
     targets_all = _targets(generator, work.lr_size, max(work.batches), work.seed)
     info = machine_info()
     rows, skipped = [], []
@@ -213,31 +219,39 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                 continue
             for batch in work.batches:
                 targets = targets_all[:batch]
-                if backend == "torch":
-                    def run():
-                        t0 = time.perf_counter()
-                        pulse_search(generator, targets, options, device=device)
-                        s = time.perf_counter() - t0
-                        return s, s
-                else:
+
+                def open_backend(backend=backend, batch=batch, targets=targets):
+                    """(run, close) for one backend; run() -> (seconds of the search, seconds in steps)."""
+                    if backend == "torch":
+                        def run_ref():
+                            t0 = time.perf_counter()
+                            pulse_search(generator, targets, options, device=device)
+                            s = time.perf_counter() - t0
+                            return s, s
+                        return run_ref, lambda: None
                     if backend == "torch-compile":
                         from .engine.manifest import load_manifest  # noqa: PLC0415
 
                         runner = TorchRunner(load_manifest(art), generator, device=device, compile=True)
                         runner.activate()
-                        closer = runner.deactivate
+                        close = runner.deactivate
                     else:
                         eng = PulseEngine(art, backend=backend, batch_size=batch)
                         eng.__enter__()
-                        runner, closer = eng._runner, eng.close
+                        runner, close = eng._runner, eng.close
 
-                    def run(runner=runner):
+                    def run_engine():
                         t0 = time.perf_counter()
                         run_search(runner, targets, batch_size=batch)
                         return time.perf_counter() - t0, runner.step_seconds
+                    return run_engine, close
+
+                close = None
                 try:
                     progress(f"[bench] {backend} {precision} batch {batch}: warm-up")
+                    # memory counts sessions/compilation too: the runner is made inside the window
                     with PeakMemory(gpu=device == "cuda") as mem:
+                        run, close = open_backend()
                         run()  # warm-up: sessions, compilation, autotuning
                         runs = [run() for _ in range(work.repeats)]
                 except Exception as e:  # noqa: BLE001  (out of memory ends this backend's batch sweep)
@@ -248,8 +262,8 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                     progress(f"[bench] {backend} {precision} batch {batch}: out of memory; larger batches skipped")
                     break
                 finally:
-                    if backend != "torch":
-                        closer()
+                    if close is not None:
+                        close()
                     if device == "cuda":
                         torch.cuda.empty_cache()
                 total = statistics.median(r[0] for r in runs)
@@ -283,8 +297,12 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
 def to_markdown(result: dict, command: str | None = None) -> str:
     """The result as a Markdown table, hardware and command named."""
     w = result["workload"]
+    arch = ""
+    if w["generator"] == "stylegan1":
+        arch = f" {w['resolution']} px" + (f" (channels capped at {w['max_channels']})" if w.get("max_channels") else "")
+        arch += ", random weights" if w.get("weights") == "random" else ""
     lines = [
-        f"**{w['generator']}**, LR {w['lr_size']}, {w['steps']} steps, on {result['machine_label']}, {result['date']}",
+        f"**{w['generator']}**{arch}, LR {w['lr_size']}, {w['steps']} steps, on {result['machine_label']}, {result['date']}",
         "",
         "| backend | precision | batch | ms/step | images/s | speed-up vs torch | peak RSS MiB | peak GPU MiB | FLOP floor |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -15,6 +15,8 @@ def add_parser(sub) -> None:
     p.add_argument("--random-weights", action="store_true",
                    help="stylegan1 with seeded random weights (architecture benchmarks; no download needed)")
     p.add_argument("--resolution", type=int, default=1024, help="stylegan1 output side (default 1024)")
+    p.add_argument("--max-channels", type=int, default=None,
+                   help="stylegan1: cap FFHQ's channel widths (a small architecture for CPU benchmarks)")
     p.add_argument("--lr-size", type=int, default=None, help="LR side (default: resolution/8 for dcgan, 32 for stylegan1)")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
@@ -38,7 +40,8 @@ def run(args) -> int:
         raise PulseError("stylegan1 needs --weights synthesis.pt (and --mapping mapping.pt), or --random-weights")
     work = Workload(generator=args.generator, lr_size=lr, steps=args.steps, batches=tuple(args.batch),
                     precisions=tuple(args.precision), weights=weights, mapping=args.mapping,
-                    resolution=args.resolution, repeats=args.repeats)
+                    resolution=args.resolution, repeats=args.repeats,
+                    max_channels=args.max_channels)
     if args.random_weights:
         work.weights = "random"
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
