@@ -3,7 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OUT="${OUT:-$PWD/gpu_suite_out}"
-pip install -q -e . --no-deps 2>/dev/null || true   # pulse_trt importable (editable, no downloads)
+# pulse_trt importable: editable, no dependencies, no build isolation (the GPU machine has no
+# network; its image already holds torch, onnx, onnxscript, onnxruntime, cuda-bindings, cupy).
+python3 -m pip install -q --no-deps --no-build-isolation -e . \
+  || { echo "gpu_suite: cannot install pulse-trt (editable) here" >&2; exit 1; }
 python benchmarks/gpu_suite.py --out "$OUT" "$@"
 
 # Whole-system figures (issue: benchmarks): the full StyleGAN v1 1024 architecture with seeded
