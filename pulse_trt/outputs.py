@@ -1,12 +1,15 @@
-"""Where `pulse-trt upsample` writes, and how: per input NAME, three files in OUTDIR
+"""Where `pulse-trt upsample` writes, and how: per input NAME, in OUTDIR
 
-    NAME_pulse.png     the HR face (the generator's resolution), 8-bit RGB
-    NAME_pulse_lr.png  its bicubic re-downscale (PULSE's D) at the input's size
-    NAME_pulse.json    the record: success within eps, final L2, steps, seconds, options, ...
+    NAME_pulse.png       the HR face (the generator's resolution), 8-bit RGB
+    NAME_pulse_lr.png    its bicubic re-downscale (PULSE's D) at the input's size
+    NAME_pulse_loss.png  the loss curve of its search (when matplotlib is installed)
+    NAME.png, NAME_hr.png  with --align: the aligned LR input and the aligned HR crop
+    NAME_pulse.json      the record: success within eps, final L2, steps, seconds, options, ...
+and per run pulse_grid.png (the comparison grid of every input).
 
 Every path is planned (and checked against existing files and against each other) before any
-work starts; the three files of one input are written with engine.images.write_files_atomic
-(PNG, LR PNG, then the JSON last: a JSON record means its images are complete).
+work starts; the files of one input are written with engine.images.write_files_atomic
+(PNGs, then the JSON last: a JSON record means its images are complete).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -24,59 +27,73 @@ from .engine.images import png_bytes, write_files_atomic
 SUFFIX_HR = "_pulse.png"
 SUFFIX_LR = "_pulse_lr.png"
 SUFFIX_JSON = "_pulse.json"
+SUFFIX_CURVE = "_pulse_loss.png"
+SUFFIX_ALIGNED_HR = "_hr.png"
+GRID_FILE = "pulse_grid.png"
 
 
 @dataclass(frozen=True)
 class OutputPaths:
-    """The three files written for one input."""
+    """The files written for one input: hr, lr and record always; curve (the loss curve) when
+    planned; aligned_lr and aligned_hr with --align (the aligned input and its HR crop)."""
 
     hr: Path
     lr: Path
     record: Path
+    curve: Path | None = None
+    aligned_lr: Path | None = None
+    aligned_hr: Path | None = None
 
-    def all(self) -> tuple[Path, Path, Path]:
-        return (self.hr, self.lr, self.record)
+    def all(self) -> tuple[Path, ...]:
+        """Every planned path, the record last (the order they are written in)."""
+        extra = tuple(p for p in (self.curve, self.aligned_lr, self.aligned_hr) if p is not None)
+        return (self.hr, self.lr) + extra + (self.record,)
 
 
-def output_paths(input_path: Path | str, outdir: Path | str) -> OutputPaths:
-    """OUTDIR/NAME_pulse.png, NAME_pulse_lr.png, NAME_pulse.json for input .../NAME.ext."""
+def output_paths(input_path: Path | str, outdir: Path | str, *, curve: bool = False, aligned: bool = False) -> OutputPaths:
+    """OUTDIR/NAME_pulse.png, NAME_pulse_lr.png, NAME_pulse.json for input .../NAME.ext; with
+    `curve` NAME_pulse_loss.png; with `aligned` NAME.png and NAME_hr.png."""
     stem = Path(input_path).stem
     outdir = Path(outdir)
-    return OutputPaths(outdir / f"{stem}{SUFFIX_HR}", outdir / f"{stem}{SUFFIX_LR}", outdir / f"{stem}{SUFFIX_JSON}")
+    return OutputPaths(outdir / f"{stem}{SUFFIX_HR}", outdir / f"{stem}{SUFFIX_LR}", outdir / f"{stem}{SUFFIX_JSON}",
+                       curve=outdir / f"{stem}{SUFFIX_CURVE}" if curve else None,
+                       aligned_lr=outdir / f"{stem}.png" if aligned else None,
+                       aligned_hr=outdir / f"{stem}{SUFFIX_ALIGNED_HR}" if aligned else None)
 
 
-def plan_outputs(inputs: Sequence[Path | str], outdir: Path | str, *, overwrite: bool) -> list[OutputPaths]:
+def plan_outputs(inputs: Sequence[Path | str], outdir: Path | str, *, overwrite: bool, curves: bool = False,
+                 aligned: bool = False, run_files: Sequence[Path | str] = ()) -> list[OutputPaths]:
     """Output paths of every input, checked before any work (PulseError, one line):
     OUTDIR is not a file; no two inputs share a name (a/face.png and b/face.jpg would both
-    write face_pulse.png); without `overwrite`, no output exists yet. Creates nothing."""
+    write face_pulse.png); without `overwrite`, no output (nor any of the per-run `run_files`,
+    e.g. the grid) exists yet. `curves` / `aligned`: see output_paths. Creates nothing."""
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise PulseError(f"output {outdir} exists and is not a directory")
     plans, owner = [], {}
     for p in inputs:
-        plan = output_paths(p, outdir)
+        plan = output_paths(p, outdir, curve=curves, aligned=aligned)
         if plan.hr in owner:
             raise PulseError(f"inputs {owner[plan.hr]} and {p} would both write {plan.hr.name}: rename one or run them separately")
         owner[plan.hr] = p
         plans.append(plan)
     if not overwrite:
-        for plan in plans:
-            for path in plan.all():
-                if path.exists():
-                    raise PulseError(f"{path} already exists: pass --overwrite to replace it, or choose another -o")
+        for path in [q for plan in plans for q in plan.all()] + [Path(f) for f in run_files]:
+            if path.exists():
+                raise PulseError(f"{path} already exists: pass --overwrite to replace it, or choose another -o")
     return plans
 
 
-def write_result(plan: OutputPaths, hr: np.ndarray, lr: np.ndarray, record: dict) -> None:
-    """Write one input's HR PNG, LR PNG and JSON record atomically (the JSON last).
+def write_result(plan: OutputPaths, hr: np.ndarray, lr: np.ndarray, record: dict,
+                 extra: Mapping[Path, bytes] | None = None) -> None:
+    """Write one input's HR PNG, LR PNG, the `extra` files (path -> bytes: the loss curve, the
+    aligned input and crop) and the JSON record atomically (the JSON last).
 
     hr: [3, R, R] float in [0, 1]; lr: [3, lr, lr] float in [0, 1]; record: JSON-ready dict
     (non-finite floats are written as null)."""
-    payload = {
-        plan.hr: png_bytes(hr),
-        plan.lr: png_bytes(lr),
-        plan.record: (json.dumps(_finite(record), indent=2, sort_keys=False) + "\n").encode(),
-    }
+    payload = {plan.hr: png_bytes(hr), plan.lr: png_bytes(lr)}
+    payload.update(extra or {})
+    payload[plan.record] = (json.dumps(_finite(record), indent=2, sort_keys=False) + "\n").encode()
     write_files_atomic(payload)
 
 

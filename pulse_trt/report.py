@@ -108,6 +108,12 @@ def comparison_grid(lr, pulse_hr, hr_truth=None, path=None, *, captions: Sequenc
     """
     if path is None:
         raise PulseError("comparison_grid needs a path to write to")
+    return _write_atomic(path, comparison_grid_png(lr, pulse_hr, hr_truth, captions=captions, cell=cell))
+
+
+def comparison_grid_png(lr, pulse_hr, hr_truth=None, *, captions: Sequence[str] | None = None,
+                        cell: int | None = None) -> bytes:
+    """comparison_grid's PNG as bytes (same arguments, no path): steps 1-3 of comparison_grid."""
     lrs = [_to_uint8_hwc(x, "lr") for x in _rows(lr, "lr")]
     outs = [_to_uint8_hwc(x, "pulse_hr") for x in _rows(pulse_hr, "pulse_hr")]
     truths = _rows(hr_truth, "hr_truth") if hr_truth is not None else [None] * len(outs)
@@ -149,7 +155,7 @@ def comparison_grid(lr, pulse_hr, hr_truth=None, path=None, *, captions: Sequenc
             canvas.paste(im, (GRID_GAP + j * (side + GRID_GAP), top))
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
-    return _write_atomic(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def grid_cell_box(row: int, column: int, *, side: int, rows_captioned: bool = False) -> tuple[int, int, int, int]:
@@ -182,6 +188,12 @@ def loss_curve(history: Mapping[str, Sequence[float]], eps: float, path, *, titl
     Returns:
         the path written.
     """
+    return _write_atomic(path, loss_curve_png(history, eps, title=title, dpi=dpi, figsize=figsize))
+
+
+def loss_curve_png(history: Mapping[str, Sequence[float]], eps: float, *, title: str | None = None,
+                   dpi: int = 100, figsize: tuple[float, float] = (9.0, 3.6)) -> bytes:
+    """loss_curve's PNG as bytes (same arguments, no path): steps 1-3 of loss_curve."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
         from matplotlib.figure import Figure  # noqa: PLC0415
@@ -220,4 +232,4 @@ def loss_curve(history: Mapping[str, Sequence[float]], eps: float, path, *, titl
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return _write_atomic(path, buf.getvalue())
+    return buf.getvalue()

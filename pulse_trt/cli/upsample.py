@@ -1,225 +1,360 @@
-"""`pulse-trt upsample INPUT... -o OUTDIR`: PULSE on a list of LR faces.
+"""`pulse-trt upsample INPUT... -o OUTDIR`: PULSE on a list of LR faces (or, with --align, on the
+faces of real photos).
 
-Flow (nothing is written until every input has passed step 2):
-  1. Options: PULSE options (cli.options), generator, backend, batch size, device.
-  2. Validate every input (engine.images.load_image: readable, 8-bit, square, a side that
-     divides the generator's resolution) and plan every output path (pulse_trt.outputs:
-     no clobbering without --overwrite, no two inputs writing the same name).
-  3. Open the backend runner (loads the generator), then search batch by batch (inputs of one
-     size per batch, --batch-size inputs each), with one progress bar over steps x batches.
-  4. Per input write NAME_pulse.png, NAME_pulse_lr.png and NAME_pulse.json atomically.
+Flow (nothing is written until every input has passed step 2 and every backend is ready):
+  1. Options: PULSE options (cli.options; with --artifacts they come from the manifest, and a
+     flag that disagrees with it is an error), generator, backend, batch size, device.
+  2. Inputs. Plain: validate every file (engine.images.load_image: readable, 8-bit, square, a
+     side that divides the generator's resolution). --align: every face of every photo, aligned
+     the FFHQ way and downscaled to --lr-size (cli.align.align_inputs; the aligned HR crop is
+     kept as the ground truth). Then plan every output path (pulse_trt.outputs: no clobbering
+     without --overwrite, no two inputs writing the same name).
+  3. One pulse_trt.api.Pulse per input size; prepare each: backend ort / ort-cuda / tensorrt
+     finds the ONNX artefacts (--artifacts DIR, or the cache, exporting them on first use, which
+     needs torch), backend torch loads the generator for the PyTorch reference.
+  4. Search each size's inputs in one call (chunks of --batch-size inputs; starts are seeded by
+     the input's index among the inputs of its size, so --batch-size does not change results),
+     with one progress bar over every step of every chunk.
+  5. Per input write NAME_pulse.png, NAME_pulse_lr.png, NAME_pulse_loss.png (matplotlib),
+     NAME.png + NAME_hr.png (--align) and NAME_pulse.json atomically, the JSON last; per run
+     pulse_grid.png (LR nearest | bicubic | PULSE | aligned HR crop when known).
 
 Exit status: 0 when every input was processed, including inputs whose search did not reach
 eps (their outputs are still written, the record says "success": false and a note says so);
 1 with --strict when any input missed eps; 2 for an error (bad input, bad option, missing
-weights), with nothing written for inputs not yet processed; 130 on Ctrl-C.
+weights, torch missing where an export is needed), with nothing written for inputs not yet
+processed; 130 on Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..api import BACKENDS, DEFAULT_BACKEND, DEFAULT_RESOLUTION, GENERATORS, PRECISIONS, Pulse
 from ..engine.bicubic import downscale
 from ..engine.errors import PulseError
-from ..engine.images import check_size, expand_inputs, from_chw01, load_image
+from ..engine.images import expand_inputs, from_chw01, load_image, png_bytes, write_files_atomic
+from ..engine.options import PulseOptions
 from ..engine.result import ImageResult
-from ..outputs import plan_outputs, write_result
-from .options import add_pulse_options, options_from_args
+from ..outputs import GRID_FILE, plan_outputs, write_result
+from .options import _FLAGS as OPTION_FLAGS
+from .options import add_pulse_options
 
-GENERATORS = ("dcgan", "stylegan1")
-# Output side of each generator without --resolution (known before loading it, so that inputs
-# are checked before the slow part).
-DEFAULT_RESOLUTION = {"dcgan": 64, "stylegan1": 1024}
-# Backends of the search. Adding one = one branch in open_runner.
-BACKENDS = ("torch",)
-DEFAULT_BACKEND = "torch"
+GRID_MAX_ROWS = 16  # the comparison grid shows at most this many inputs (the first ones)
+GRID_MIN_CELL = 192  # grid cells of small outputs (dcgan's 64 px) are enlarged to this side
+ALIGN_DEFAULT_LR = {"dcgan": 8, "stylegan1": 32}  # --align without --lr-size (stylegan1: PULSE's 32)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "upsample", help="upsample LR faces with PULSE",
         description="Find faces that downscale to the given LR faces (PULSE). Per input NAME writes "
-                    "NAME_pulse.png (HR), NAME_pulse_lr.png (its downscale) and NAME_pulse.json (the record) in OUTDIR.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="LR face images (square, 8-bit PNG/JPEG) or folders of them")
+                    "NAME_pulse.png (HR), NAME_pulse_lr.png (its downscale), NAME_pulse_loss.png (loss curve) and "
+                    "NAME_pulse.json (the record) in OUTDIR, and per run pulse_grid.png (comparison grid).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="LR face images (square, 8-bit PNG/JPEG) or folders of them; with --align, photos")
     p.add_argument("-o", "--output", dest="output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     g = p.add_argument_group("generator")
-    g.add_argument("--generator", choices=GENERATORS, default="dcgan",
+    g.add_argument("--generator", choices=GENERATORS, default=None,
                    help="dcgan (default): the embedded 64 px generator; stylegan1: PULSE's FFHQ StyleGAN (needs --weights)")
     g.add_argument("--weights", default=None, help="generator weights (stylegan1: PULSE's synthesis.pt); default: the embedded dcgan")
     g.add_argument("--mapping", default=None, help="stylegan1 mapping network (PULSE's mapping.pt), for the Gaussian fit")
     g.add_argument("--resolution", type=int, default=None, help="stylegan1 output side (default 1024; dcgan is always 64)")
+    b = p.add_argument_group("backend")
+    b.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help=f"ort (default): ONNX Runtime on CPU; ort-cuda; tensorrt; torch: the PyTorch reference")
+    b.add_argument("--artifacts", default=None, metavar="DIR",
+                   help="pre-exported artefacts (`pulse-trt export`): no torch needed; generator, LR size and "
+                        "PULSE options come from their manifest")
+    b.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="where artefacts are exported on first use (default: $PULSE_TRT_CACHE or ~/.cache/pulse-trt/artifacts)")
+    b.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="generator precision inside the exported graphs (default: fp32, or the artefacts')")
+    b.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="backend torch: where it runs (default: cpu); the other backends imply theirs")
+    a = p.add_argument_group("photos")
+    a.add_argument("--align", action="store_true",
+                   help="INPUTs are photos: align every face the FFHQ way (dlib) and downscale it to --lr-size; "
+                        "writes the aligned input and HR crop, and PSNR/SSIM against the crop")
+    a.add_argument("--lr-size", type=int, default=None, metavar="N",
+                   help="with --align: side of the LR input (default: 8 for dcgan, 32 for stylegan1; "
+                        "the artefacts' with --artifacts)")
     r = p.add_argument_group("run")
-    r.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help=f"search implementation (default: {DEFAULT_BACKEND})")
-    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the search runs (default: cpu)")
     r.add_argument("--batch-size", type=int, default=1, help="inputs searched together, each with --duplicates restarts (default: 1)")
     r.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse before doing any work)")
     r.add_argument("--strict", action="store_true", help="exit 1 when any input misses eps (default: 0, with a note per miss)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-input lines (notes and errors still print)")
     add_pulse_options(p)
+    # None marks "not given": with --artifacts only given flags are compared with the manifest.
+    p.set_defaults(**{f.name: None for f in fields(PulseOptions)})
     return p
 
 
-class TorchRunner:
-    """The PyTorch reference backend: export.generators + export.reference.pulse_search."""
+@dataclass
+class Item:
+    """One search input: a file, or an aligned face of a photo."""
 
-    name = "torch"
-
-    def __init__(self, generator: str, *, weights=None, mapping=None, resolution=None, device: str = "cpu"):
-        try:
-            import torch  # noqa: PLC0415
-        except ModuleNotFoundError:
-            raise PulseError("--backend torch needs PyTorch: pip install torch, then pip install 'pulse-trt[export]'") from None
-        from ..export.generators import load_generator  # noqa: PLC0415
-
-        if device == "cuda" and not torch.cuda.is_available():
-            raise PulseError("--device cuda: no CUDA device is available to torch here (use --device cpu)")
-        kwargs = {"device": device}
-        if mapping is not None:
-            kwargs["mapping"] = mapping
-        if resolution is not None:
-            kwargs["resolution"] = resolution
-        self.generator = load_generator(generator, weights, **kwargs).eval()
-        self.spec = self.generator.spec
-        self.device = device
-        self.description = {"name": generator, "weights": str(weights) if weights else "embedded",
-                            "mapping": str(mapping) if mapping else None, "spec": self.spec.to_dict()}
-
-    def search(self, targets: np.ndarray, options, progress) -> list[ImageResult]:
-        """targets [N, 3, lr, lr] float32 in [0, 1] -> one ImageResult per input."""
-        from ..export.reference import pulse_search  # noqa: PLC0415
-
-        return pulse_search(self.generator, targets, options, device=self.device, progress=progress)
+    name: str  # output stem
+    label: str  # what messages and the record call it
+    target: np.ndarray  # [3, lr, lr] float32 in [0, 1], k / 255
+    truth: np.ndarray | None = None  # [3, R, R] float32 aligned HR crop (--align)
+    notes: tuple = ()
 
 
-def open_runner(args: argparse.Namespace):
-    """The search runner of args.backend (with .spec, .description and .search)."""
+def open_backend(args: argparse.Namespace, lr_size: int, options: PulseOptions | None, log) -> Pulse:
+    """The search backend for inputs of one size (a pulse_trt.api.Pulse, not yet prepared)."""
+    return Pulse(args.generator, weights=args.weights, mapping=args.mapping, resolution=args.resolution,
+                 lr_size=lr_size, options=options, backend=args.backend, precision=args.precision,
+                 artifacts=args.artifacts, cache_dir=args.cache_dir, batch_size=args.batch_size, device=args.device,
+                 log=log, export_progress=not args.quiet)
+
+
+def _given_options(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in OPTION_FLAGS if getattr(args, name, None) is not None}
+
+
+def _manifest_settings(args: argparse.Namespace):
+    """With --artifacts: the manifest, checked against every flag given beside it."""
+    from ..api import check_artifacts_match  # noqa: PLC0415
+    from ..engine.manifest import load_manifest  # noqa: PLC0415
+
     if args.backend == "torch":
-        return TorchRunner(args.generator, weights=args.weights, mapping=args.mapping, resolution=args.resolution,
-                           device=args.device)
-    raise PulseError(f"unknown backend {args.backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise PulseError("--backend torch runs the PyTorch reference, not artefacts: drop --artifacts or use --backend ort")
+    for flag, value in (("--weights", args.weights), ("--mapping", args.mapping), ("--cache-dir", args.cache_dir)):
+        if value is not None:
+            raise PulseError(f"{flag} has no effect with --artifacts (the artefacts hold the generator): drop it")
+    manifest = load_manifest(args.artifacts)
+    check_artifacts_match(manifest, generator=args.generator, resolution=args.resolution, precision=args.precision)
+    baked = manifest.options.to_dict()
+    for name, value in _given_options(args).items():
+        if baked[name] != value:
+            flag = OPTION_FLAGS[name][0]
+            raise PulseError(f"{flag} {value!r} disagrees with the artefacts in {args.artifacts} ({name}={baked[name]!r}): "
+                             "drop the flag, or export artefacts with it (`pulse-trt export`)")
+    return manifest
 
 
-def _expected_resolution(args: argparse.Namespace) -> int:
-    if args.resolution is not None:
-        if args.generator == "dcgan" and args.resolution != DEFAULT_RESOLUTION["dcgan"]:
-            raise PulseError(f"--resolution {args.resolution}: dcgan makes 64x64 faces only (--resolution is for stylegan1)")
-        if args.resolution < 4 or args.resolution & (args.resolution - 1):
-            raise PulseError(f"--resolution must be a power of two >= 4, got {args.resolution}")
-        return args.resolution
-    return DEFAULT_RESOLUTION[args.generator]
-
-
-def _batches(sizes: list[int], batch_size: int) -> list[list[int]]:
-    """Input indices grouped by LR size (first-seen order), then cut into batches."""
-    groups: dict[int, list[int]] = {}
-    for i, s in enumerate(sizes):
-        groups.setdefault(s, []).append(i)
-    return [idx[k:k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
+def _resolution(generator: str, resolution: int | None) -> int:
+    if resolution is None:
+        return DEFAULT_RESOLUTION[generator]
+    if generator == "dcgan" and resolution != DEFAULT_RESOLUTION["dcgan"]:
+        raise PulseError(f"--resolution {resolution}: dcgan makes 64x64 faces only (--resolution is for stylegan1)")
+    if resolution < 8 or resolution & (resolution - 1):
+        raise PulseError(f"--resolution must be a power of two >= 8, got {resolution}")
+    return resolution
 
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def _load_items(args, resolution: int, manifest, generator: str) -> list[Item]:
+    """Step 2: every input, validated (plain files) or aligned (--align)."""
+    if args.align:
+        from .align import align_inputs  # noqa: PLC0415
+
+        lr_size = args.lr_size
+        if manifest is not None:
+            if lr_size is not None and lr_size != manifest.lr_size:
+                raise PulseError(f"--lr-size {lr_size} disagrees with the artefacts in {args.artifacts}, "
+                                 f"which take {manifest.lr_size}x{manifest.lr_size} inputs")
+            lr_size = manifest.lr_size
+        elif lr_size is None:
+            lr_size = ALIGN_DEFAULT_LR[generator] if ALIGN_DEFAULT_LR[generator] < resolution else resolution // 8
+        log = (lambda msg: None) if args.quiet else (lambda msg: _err(f"pulse-trt: {msg}"))
+        faces = align_inputs(args.inputs, resolution, lr_size, None, log=log)
+        return [Item(name=name, label=f"{name} (aligned)", target=lr, truth=hr) for name, lr, hr in faces]
+    if args.lr_size is not None:
+        raise PulseError("--lr-size is for --align (plain inputs are searched at their own size)")
+    items = []
+    for path in expand_inputs(args.inputs):
+        notes: list[str] = []
+        target = load_image(path, resolution=resolution, notes=notes)  # [3, lr, lr]
+        if manifest is not None and target.shape[-1] != manifest.lr_size:
+            raise PulseError(f"{path} is {target.shape[-1]}x{target.shape[-1]}; the artefacts in {args.artifacts} take "
+                             f"{manifest.lr_size}x{manifest.lr_size} inputs")
+        items.append(Item(name=path.stem, label=str(path), target=target, notes=tuple(notes)))
+    return items
+
+
 def run(args: argparse.Namespace) -> int:
-    options = options_from_args(args)
     if args.batch_size < 1:
         raise PulseError(f"--batch-size must be >= 1, got {args.batch_size}")
-    resolution = _expected_resolution(args)
+    # 1. Options (and the artefacts' manifest, which fixes them).
+    manifest = None
+    if args.artifacts is not None:
+        manifest = _manifest_settings(args)
+        options, generator, resolution = manifest.options, manifest.spec.name, manifest.resolution
+    else:
+        options = PulseOptions(**_given_options(args))  # validated: PulseError on a bad value
+        generator = args.generator or "dcgan"
+        resolution = _resolution(generator, args.resolution)
 
-    # 2. Validate every input and plan every output before any work.
-    inputs = expand_inputs(args.inputs)
-    notes: list[str] = []
-    per_input_notes: list[list[str]] = []
-    targets = []
-    for path in inputs:
-        mine: list[str] = []
-        targets.append(load_image(path, resolution=resolution, notes=mine))  # [3, lr, lr]
-        per_input_notes.append(mine)
-        notes.extend(mine)
+    # 2. Inputs and output paths, before any work.
+    items = _load_items(args, resolution, manifest, generator)
     outdir = Path(args.output)
-    plans = plan_outputs(inputs, outdir, overwrite=args.overwrite)
-    for n in notes:
-        _err(f"pulse-trt: note: {n}")
+    curves = importlib.util.find_spec("matplotlib") is not None
+    plans = plan_outputs([f"{it.name}.png" for it in items], outdir, overwrite=args.overwrite, curves=curves,
+                         aligned=args.align, run_files=[outdir / GRID_FILE])
+    for it in items:
+        for n in it.notes:
+            _err(f"pulse-trt: note: {n}")
+    if not curves:
+        _err("pulse-trt: note: loss curves need matplotlib (pip install 'pulse-trt[viz]'); not drawn")
 
-    # 3. Backend (loads the generator; its resolution is now known for sure).
-    runner = open_runner(args)
-    hr_size = runner.spec.resolution
-    if hr_size != resolution:
-        for path, t in zip(inputs, targets):
-            check_size(t.shape[2], t.shape[1], hr_size, what=str(path))
-    outdir.mkdir(parents=True, exist_ok=True)
+    # 3. One backend per input size, prepared (exports happen here, before the progress bar).
+    groups: dict[int, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it.target.shape[-1], []).append(i)
+    say = (lambda msg: None) if args.quiet else _err
+    backends = {}
+    try:
+        for size in groups:
+            backends[size] = open_backend(args, size, None if manifest is not None else options, say)
+        for backend in backends.values():
+            backend.prepare()
+        outdir.mkdir(parents=True, exist_ok=True)
+        return _search_and_write(args, items, plans, groups, backends, options, outdir)
+    finally:
+        for backend in backends.values():
+            backend.close()
 
+
+def _search_and_write(args, items, plans, groups, backends, options, outdir: Path) -> int:
+    """Steps 4-5."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    batches = _batches([t.shape[-1] for t in targets], args.batch_size)
-    successes, t_start = 0, time.perf_counter()
+    chunks = sum(-(-len(idx) // args.batch_size) for idx in groups.values())
     say = (lambda msg: None) if args.quiet else tqdm.write
-    with tqdm(total=options.steps * len(batches), unit="step", desc="pulse-trt upsample", file=sys.stderr,
+    successes, t_start, chunk_base = 0, time.perf_counter(), 0
+    done: dict[int, ImageResult] = {}
+    with tqdm(total=options.steps * chunks, unit="step", desc="pulse-trt upsample", file=sys.stderr,
               disable=args.quiet, dynamic_ncols=True) as bar:
-        for b, batch in enumerate(batches):
-            target = np.stack([targets[i] for i in batch])  # [N, 3, lr, lr]
-            results = runner.search(target, options, progress=lambda step, steps: bar.update(1))
-            for row, (i, res) in enumerate(zip(batch, results)):
-                record = _record(args, runner, options, inputs[i], plans[i], targets[i], res, hr_size,
-                                 batch_index=b, batch_row=row, notes=per_input_notes[i])
-                write_result(plans[i], res.hr, res.lr, record)  # 4.
+        for size, idx in groups.items():
+            backend = backends[size]
+            target = np.stack([items[i].target for i in idx])  # [N, 3, lr, lr]
+            results = backend.search(target, progress=lambda d, total: bar.update(1))
+            for pos, (i, res) in enumerate(zip(idx, results)):
+                it, plan = items[i], plans[i]
+                record = _record(args, backend, options, it, plan, res,
+                                 batch={"index": chunk_base + pos // args.batch_size, "row": pos % args.batch_size,
+                                        "size": args.batch_size})
+                write_result(plan, res.hr, res.lr, record, extra=_extra_files(plan, it, res, options))  # 5.
+                done[i] = res
                 if record["success"]:
                     successes += 1
-                    say(f"{inputs[i]} -> {plans[i].hr} ({hr_size}x{hr_size}): min L2 {record['min_l2']:.4g} <= eps {options.eps:g}, "
-                        f"downscale of the PNG: MSE {record['output_l2_uint8']:.4g}")
+                    say(f"{it.label} -> {plan.hr} ({res.hr.shape[-1]}x{res.hr.shape[-1]}): min L2 {record['min_l2']:.4g} "
+                        f"<= eps {options.eps:g}, downscale of the PNG: MSE {record['output_l2_uint8']:.4g}"
+                        + _quality_text(record))
                 else:
-                    tqdm.write(f"pulse-trt: note: {inputs[i]}: could not find a face that downscales within eps={options.eps:g} "
+                    tqdm.write(f"pulse-trt: note: {it.label}: could not find a face that downscales within eps={options.eps:g} "
                                f"(best L2 {record['min_l2']:.3g} in {options.steps} steps; try more --steps or --duplicates); "
-                               f"wrote {plans[i].hr.name} anyway, its record says success: false", file=sys.stderr)
-    total = len(inputs)
+                               f"wrote {plan.hr.name} anyway, its record says success: false", file=sys.stderr)
+            chunk_base += -(-len(idx) // args.batch_size)
+    grid = _write_grid(items, done, outdir)
+    total = len(items)
     if not args.quiet:
         print(f"{successes} of {total} input{'s' if total != 1 else ''} downscale within eps={options.eps:g}; "
-              f"outputs in {outdir}/ ({time.perf_counter() - t_start:.1f} s)")
+              f"outputs in {outdir}/, comparison grid {grid.name} ({time.perf_counter() - t_start:.1f} s)")
     return 1 if (args.strict and successes < total) else 0
 
 
-def _record(args, runner, options, path: Path, plan, target: np.ndarray, res: ImageResult, hr_size: int, *,
-            batch_index: int, batch_row: int, notes: list[str]) -> dict:
+def _quality_text(record: dict) -> str:
+    q = record["quality"]
+    if q["psnr"] is None:
+        return ""
+    return f"; vs the aligned crop: PSNR {q['psnr']:.2f} dB, SSIM {q['ssim']:.3f}"
+
+
+def _extra_files(plan, it: Item, res: ImageResult, options: PulseOptions) -> dict:
+    """The loss curve and, with --align, the aligned input and crop, as path -> PNG bytes."""
+    extra = {}
+    if plan.curve is not None:
+        from ..report import loss_curve_png  # noqa: PLC0415
+
+        extra[plan.curve] = loss_curve_png(res.history, options.eps, title=f"{it.name}: PULSE loss per step")
+    if plan.aligned_lr is not None:
+        extra[plan.aligned_lr] = png_bytes(it.target)
+        extra[plan.aligned_hr] = png_bytes(it.truth)
+    return extra
+
+
+def _write_grid(items: list[Item], done: dict[int, ImageResult], outdir: Path) -> Path:
+    """pulse_grid.png: the first GRID_MAX_ROWS inputs, one row each."""
+    from ..report import comparison_grid_png  # noqa: PLC0415
+
+    from ..report import GRID_MAX_CELL  # noqa: PLC0415
+
+    rows = sorted(done)[:GRID_MAX_ROWS]
+    captions = []
+    for i in rows:
+        rec = done[i].record
+        captions.append(f"{items[i].name}: min L2 {rec['min_l2']:.4g} ({'success' if rec['success'] else 'missed eps'})")
+    truths = [items[i].truth for i in rows]
+    side = max(GRID_MIN_CELL, min(done[rows[0]].hr.shape[-1], GRID_MAX_CELL))
+    path = outdir / GRID_FILE
+    write_files_atomic({path: comparison_grid_png([items[i].target for i in rows], [done[i].hr for i in rows],
+                                                  truths if any(t is not None for t in truths) else None,
+                                                  captions=captions, cell=side)})
+    return path
+
+
+def _record(args, backend: Pulse, options: PulseOptions, it: Item, plan, res: ImageResult, *, batch: dict) -> dict:
     """The JSON record of one input: the search's record plus what a reader needs to reproduce
     and judge it.
 
     output_l2:       mean (D(hr) - y)^2 of the clamped float image that was rendered.
     output_l2_uint8: the same on the files as written (8-bit HR, downscaled again, vs the 8-bit
                      input): what a user who checks the PNGs measures.
+    quality:         engine.metrics.quality_record: psnr and ssim against the aligned HR crop
+                     (null without one), downscale_mse (= output_l2).
     """
-    lr_size = target.shape[-1]
+    from ..engine.metrics import quality_record  # noqa: PLC0415
+
+    target = it.target
+    lr_size, hr_size = target.shape[-1], res.hr.shape[-1]
     factor = hr_size // lr_size
     hr_u8 = from_chw01(res.hr).transpose(2, 0, 1)[None].astype(np.float64) / 255.0  # [1, 3, R, R]
     lr_of_file = downscale(hr_u8, factor)[0]  # [3, lr, lr]
     y_u8 = np.rint(target.astype(np.float64) * 255.0) / 255.0  # [3, lr, lr], the input file's exact values
     search = dict(res.record)
-    search.pop("input", None)
-    search.pop("backend", None)
+    for k in ("input", "backend", "artifacts_key"):
+        search.pop(k, None)
+    outputs = {"hr": plan.hr.name, "lr": plan.lr.name, "record": plan.record.name}
+    if plan.curve is not None:
+        outputs["loss_curve"] = plan.curve.name
+    if plan.aligned_lr is not None:
+        outputs.update(aligned_lr=plan.aligned_lr.name, aligned_hr=plan.aligned_hr.name)
     return {
-        "input": str(path),
-        "outputs": {"hr": plan.hr.name, "lr": plan.lr.name, "record": plan.record.name},
+        "input": it.label if it.truth is None else str(plan.aligned_lr),
+        "outputs": outputs,
         "success": bool(search.pop("success")),
         "eps": options.eps,
         "l2": search.pop("l2"),
         "min_l2": search.pop("min_l2"),
         "output_l2": float(np.mean((res.lr.astype(np.float64) - target) ** 2)),
         "output_l2_uint8": float(np.mean((lr_of_file - y_u8) ** 2)),
+        "quality": quality_record(res.hr, it.truth, res.lr, target),
         **search,  # best_step, steps, terms, restart, seconds
-        "seconds_note": "wall time of the whole batch (generator load excluded)",
-        "batch": {"index": batch_index, "row": batch_row, "size": args.batch_size},
+        "seconds_note": "wall time of the search call over every input of this size (export and generator load excluded)",
+        "batch": batch,
         "lr_size": lr_size,
         "hr_size": hr_size,
         "factor": factor,
-        "generator": runner.description,
-        "backend": runner.name,
-        "device": args.device,
+        "generator": backend.describe(),
+        "backend": backend.backend,
+        "artifacts_key": backend.key,
+        "artifacts_dir": str(backend.artifacts_dir) if backend.artifacts_dir is not None else None,
+        "precision": backend.precision,
+        "device": backend.device,
         "options": options.to_dict(),
-        "notes": notes,
+        "notes": list(it.notes),
         "pulse_trt": __version__,
     }

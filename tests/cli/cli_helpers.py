@@ -26,26 +26,54 @@ def noise_png(path: Path, side: int = 8, seed: int = 0) -> Path:
     return write_png(path, np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8))
 
 
-class FakeRunner:
-    """A search backend without a generator: hr = nearest-neighbour upscale of the target, so a
-    constant target is matched exactly (L2 = 0, success) and a noisy one is not. Records the
-    batches it was given; raises KeyboardInterrupt on batch number `interrupt_at` (0-based)."""
-
-    name = "fake"
+class FakeBackends:
+    """Stands in for upsample.open_backend (a pulse_trt.api.Pulse per input size) without a
+    generator: hr = nearest-neighbour upscale of the target, so a constant target is matched
+    exactly (L2 = 0, success) and a noisy one is not. Records every search call's targets in
+    `batches` (one call per input size); raises KeyboardInterrupt on call number `interrupt_at`."""
 
     def __init__(self, resolution: int = 64, interrupt_at: int | None = None):
-        self.spec = GeneratorSpec(name="fake", resolution=resolution, latent_dim=4, num_ws=1)
-        self.description = {"name": "fake", "spec": self.spec.to_dict()}
-        self.batches: list[np.ndarray] = []
+        self.resolution = resolution
         self.interrupt_at = interrupt_at
+        self.batches: list[np.ndarray] = []
+        self.opened: list[int] = []
 
-    def search(self, targets, options, progress):
-        if self.interrupt_at is not None and len(self.batches) == self.interrupt_at:
+    def __call__(self, args, lr_size, options, log):
+        self.opened.append(lr_size)
+        return FakeBackend(self, options, args.batch_size)
+
+
+class FakeBackend:
+    backend = "fake"
+    key = None
+    artifacts_dir = None
+    precision = "fp32"
+    device = "cpu"
+
+    def __init__(self, owner: FakeBackends, options, batch_size: int):
+        self.owner, self.options, self.batch_size = owner, options, batch_size
+        self.spec = GeneratorSpec(name="fake", resolution=owner.resolution, latent_dim=4, num_ws=1)
+        self.resolution = owner.resolution
+
+    def describe(self) -> dict:
+        return {"name": "fake", "resolution": self.resolution}
+
+    def prepare(self):
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def search(self, targets, progress=None):
+        options = self.options
+        if self.owner.interrupt_at is not None and len(self.owner.batches) == self.owner.interrupt_at:
             raise KeyboardInterrupt
-        self.batches.append(np.array(targets))
-        for j in range(options.steps):
-            progress(j + 1, options.steps)
-        f = self.spec.resolution // targets.shape[-1]
+        self.owner.batches.append(np.array(targets))
+        chunks = -(-len(targets) // self.batch_size)
+        for j in range(options.steps * chunks):
+            if progress is not None:
+                progress(j + 1, options.steps * chunks)
+        f = self.resolution // targets.shape[-1]
         hr = np.repeat(np.repeat(targets, f, axis=2), f, axis=3).astype(np.float32)  # [N, 3, R, R]
         lr = downscale(hr, f)
         out = []
@@ -55,5 +83,6 @@ class FakeRunner:
             record = {"input": i, "restart": 0, "success": l2 <= options.eps, "l2": terms["L2"], "min_l2": terms["L2"],
                       "eps": options.eps, "best_step": 0, "steps": options.steps, "terms": terms, "seconds": 0.01,
                       "backend": "fake"}
-            out.append(ImageResult(hr=hr[i], lr=lr[i], record=record))
+            history = {"L2": [terms["L2"]] * options.steps, "GEOCROSS": [0.0] * options.steps}
+            out.append(ImageResult(hr=hr[i], lr=lr[i], record=record, history=history))
         return out

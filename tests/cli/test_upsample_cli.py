@@ -1,5 +1,6 @@
 """`pulse-trt upsample`: bad inputs fail before any work with one line and nothing written;
-overwrite protection; batching with per-image records; Ctrl-C; real runs on the embedded dcgan."""
+overwrite protection; batching with per-image records; Ctrl-C; real runs on the embedded dcgan
+(default backend: ONNX Runtime, artefacts from the session cache; see conftest.py)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_helpers import FakeRunner, constant_png, noise_png, write_png
+from cli_helpers import FakeBackends, constant_png, noise_png, write_png
 from pulse_trt.cli import upsample
 from pulse_trt.engine.bicubic import downscale
 
@@ -107,7 +108,8 @@ def test_writes_three_files_and_record(cli, tmp_path, fake_runner):
     out = tmp_path / "out"
     rc, stdout, err = cli("upsample", a, "-o", out, "--steps", 3, "--quiet")
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["a_pulse.json", "a_pulse.png", "a_pulse_lr.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_pulse.json", "a_pulse.png", "a_pulse_loss.png", "a_pulse_lr.png",
+                                                     "pulse_grid.png"]
     hr = np.asarray(Image.open(out / "a_pulse.png"))
     lr = np.asarray(Image.open(out / "a_pulse_lr.png"))
     assert hr.shape == (64, 64, 3) and lr.shape == (8, 8, 3)
@@ -116,7 +118,9 @@ def test_writes_three_files_and_record(cli, tmp_path, fake_runner):
     rec = json.loads((out / "a_pulse.json").read_text())
     assert rec["success"] is True and rec["l2"] == pytest.approx(2e-3) and rec["eps"] == 2e-3
     assert rec["output_l2"] == pytest.approx(0.0, abs=1e-12) and rec["output_l2_uint8"] == pytest.approx(0.0, abs=1e-12)
-    assert rec["input"] == str(a) and rec["outputs"] == {"hr": "a_pulse.png", "lr": "a_pulse_lr.png", "record": "a_pulse.json"}
+    assert rec["input"] == str(a) and rec["outputs"] == {"hr": "a_pulse.png", "lr": "a_pulse_lr.png", "record": "a_pulse.json",
+                                                         "loss_curve": "a_pulse_loss.png"}
+    assert rec["quality"] == {"psnr": None, "ssim": None, "downscale_mse": pytest.approx(0.0, abs=1e-12)}
     assert rec["options"]["steps"] == 3 and rec["options"]["loss_str"] == "100*L2+0.05*GEOCROSS"
     assert (rec["lr_size"], rec["hr_size"], rec["factor"]) == (8, 64, 8)
     assert rec["backend"] == "fake" and rec["device"] == "cpu" and rec["generator"]["name"] == "fake"
@@ -156,18 +160,20 @@ def test_overwrite_protection(cli, tmp_path, fake_runner):
 
 def test_batches_and_per_image_success(cli, tmp_path, fake_runner):
     # Three 8x8 inputs (constant: matched exactly; noise: missed) and one 16x16, batch size 2:
-    # batches are [8px #0, #1], [8px #2], [16px].
+    # one search call per size ([8px #0, #1, #2] in chunks [#0, #1], [#2]; then [16px]).
     paths = [constant_png(tmp_path / "c0.png"), noise_png(tmp_path / "n1.png"), constant_png(tmp_path / "c2.png", value=(1, 2, 3)),
              constant_png(tmp_path / "c16.png", side=16)]
     out = tmp_path / "out"
     rc, stdout, err = cli("upsample", *paths, "-o", out, "--steps", 2, "--batch-size", 2)
     assert rc == 0  # a miss is not an error
-    assert [b.shape for b in fake_runner.batches] == [(2, 3, 8, 8), (1, 3, 8, 8), (1, 3, 16, 16)]
+    assert [b.shape for b in fake_runner.batches] == [(3, 3, 8, 8), (1, 3, 16, 16)]
+    assert fake_runner.opened == [8, 16]
     recs = {p.stem: json.loads((out / f"{p.stem}_pulse.json").read_text()) for p in paths}
     assert {k: r["success"] for k, r in recs.items()} == {"c0": True, "n1": False, "c2": True, "c16": True}
     assert recs["n1"]["l2"] > 2e-3 and recs["n1"]["output_l2"] > 2e-3
     assert (recs["c0"]["batch"], recs["n1"]["batch"], recs["c2"]["batch"]) == (
         {"index": 0, "row": 0, "size": 2}, {"index": 0, "row": 1, "size": 2}, {"index": 1, "row": 0, "size": 2})
+    assert recs["c16"]["batch"] == {"index": 2, "row": 0, "size": 2}
     assert recs["c16"]["factor"] == 4
     assert (out / "n1_pulse.png").exists()  # a miss still writes its outputs
     notes = [line for line in err.splitlines() if line.startswith("pulse-trt: note:")]
@@ -187,14 +193,13 @@ def test_directory_input(cli, tmp_path, fake_runner):
 
 
 def test_ctrl_c_leaves_only_complete_outputs(cli, tmp_path, monkeypatch):
-    runner = FakeRunner(interrupt_at=1)
-    monkeypatch.setattr(upsample, "open_runner", lambda args: runner)
-    a, b = constant_png(tmp_path / "a.png"), constant_png(tmp_path / "b.png")
+    monkeypatch.setattr(upsample, "open_backend", FakeBackends(interrupt_at=1))
+    a, b = constant_png(tmp_path / "a.png"), constant_png(tmp_path / "b.png", side=16)  # two sizes: two searches
     out = tmp_path / "out"
     rc, _, err = cli("upsample", a, b, "-o", out, "--steps", 1, "-q")
     assert rc == 130 and "interrupted" in err and "Traceback" not in err
-    # a finished before the interrupt: its three files are complete; b has none; no temp files.
-    assert sorted(os.listdir(out)) == ["a_pulse.json", "a_pulse.png", "a_pulse_lr.png"]
+    # a finished before the interrupt: its files are complete; b has none; no grid; no temp files.
+    assert sorted(os.listdir(out)) == ["a_pulse.json", "a_pulse.png", "a_pulse_loss.png", "a_pulse_lr.png"]
     assert json.loads((out / "a_pulse.json").read_text())["success"] is True
 
 
@@ -210,25 +215,27 @@ def test_subprocess_bad_input_exit_code(tmp_path):
 
 # ---- the real thing: the embedded dcgan and the PyTorch reference ------------------------------
 
-def test_dcgan_subprocess_run(tmp_path, dcgan_faces):
+def test_dcgan_subprocess_run(tmp_path, dcgan_faces, artifacts5):
+    # The default backend (ort) with the session's cached artefacts (PULSE_TRT_CACHE is inherited).
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "pulse_trt", "upsample", str(dcgan_faces[0]), "-o", str(out), "--steps", "2"],
+    proc = subprocess.run([sys.executable, "-m", "pulse_trt", "upsample", str(dcgan_faces[0]), "-o", str(out), "--steps", "5"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "exporting" not in proc.stderr  # found in the cache
     assert "1 input downscale" in proc.stdout or "0 of 1 input" in proc.stdout
     rec = json.loads((out / "face0_pulse.json").read_text())
-    assert rec["backend"] == "torch" and rec["generator"]["name"] == "dcgan" and rec["generator"]["weights"] == "embedded"
-    assert rec["steps"] == 2 and rec["hr_size"] == 64
+    assert rec["backend"] == "ort" and rec["generator"]["name"] == "dcgan" and rec["generator"]["weights"] == "embedded"
+    assert rec["artifacts_key"] == artifacts5.key and rec["device"] == "cpu"
+    assert rec["steps"] == 5 and rec["hr_size"] == 64
 
 
-def test_dcgan_batch_records_match_files(cli, tmp_path, dcgan_faces):
+def test_dcgan_batch_records_match_files(cli, tmp_path, dcgan_faces, artifacts5):
     out = tmp_path / "out"
-    rc, stdout, err = cli("upsample", *dcgan_faces, "-o", out, "--steps", 2, "--batch-size", 2, "-q")
+    rc, stdout, err = cli("upsample", *dcgan_faces, "-o", out, "--steps", 5, "--batch-size", 2, "-q")
     assert rc == 0, err
     for p in dcgan_faces:
         rec = json.loads((out / f"{p.stem}_pulse.json").read_text())
-        assert rec["steps"] == 2 and len(rec["terms"]) == 4 and rec["success"] == (rec["min_l2"] <= 2e-3 * (1 + 1e-6))
+        assert rec["steps"] == 5 and len(rec["terms"]) == 4 and rec["success"] == (rec["min_l2"] <= 2e-3 * (1 + 1e-6))
         # output_l2_uint8 is what one measures on the files: D(HR png) vs the input png.
         hr = np.asarray(Image.open(out / f"{p.stem}_pulse.png")).transpose(2, 0, 1)[None] / 255.0  # [1, 3, 64, 64]
         y = np.asarray(Image.open(p)).transpose(2, 0, 1) / 255.0  # [3, 8, 8]

@@ -1,0 +1,396 @@
+"""Pulse: the Python API that knows both sides, the engine (ONNX Runtime / TensorRT) and the
+exporter (torch), plus the PyTorch reference.
+
+    from pulse_trt.api import Pulse
+    pulse = Pulse(lr_size=8)                          # embedded dcgan, ONNX Runtime on CPU
+    results = pulse.upsample([face_8x8x3_uint8])      # list[ImageResult]; exports on first use
+    Pulse(artifacts="artefacts/dcgan8")               # pre-exported artefacts: no torch imported
+    Pulse(backend="torch", lr_size=8)                 # the PyTorch reference (export/reference.py)
+
+Where the artefacts come from (backends "ort", "ort-cuda", "tensorrt"):
+  - `artifacts=DIR`: a directory written by `pulse-trt export` (manifest.json, step.onnx,
+    render.onnx). Nothing from pulse_trt.export is imported on this path (except the optional,
+    torch-free TensorRT engine builder for backend "tensorrt"). Whatever is also given
+    (generator, lr_size, resolution, options, precision) must agree with the manifest.
+  - otherwise: exported on first use with export.onnx_export.export_cached into the cache
+    directory (`cache_dir`, else $PULSE_TRT_CACHE, else ~/.cache/pulse-trt/artifacts), one
+    subdirectory per artefact key; later uses find the key there and export nothing. Needs
+    torch (pip install 'pulse-trt[export]').
+
+Thread-safe: one lock per Pulse serialises preparation and searches (the runner's sessions and
+buffers are per-instance state); there is no module-level state, so two instances run side by
+side.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .engine.errors import PulseError
+from .engine.options import PulseOptions
+from .engine.result import ImageResult
+
+BACKENDS = ("ort", "ort-cuda", "tensorrt", "torch")
+DEFAULT_BACKEND = "ort"
+GENERATORS = ("dcgan", "stylegan1")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_RESOLUTION = {"dcgan": 64, "stylegan1": 1024}
+CACHE_ENV = "PULSE_TRT_CACHE"
+DEFAULT_CACHE = Path("~/.cache/pulse-trt/artifacts")
+EXPORT_HINT = "pip install 'pulse-trt[export]'"
+
+
+def default_cache_dir() -> Path:
+    """$PULSE_TRT_CACHE when set and non-empty, else ~/.cache/pulse-trt/artifacts (expanded)."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    return Path(env).expanduser() if env else DEFAULT_CACHE.expanduser()
+
+
+def option_mismatches(given: PulseOptions, baked: PulseOptions) -> list[str]:
+    """Names of the PulseOptions fields whose values differ (in field order)."""
+    a, b = given.to_dict(), baked.to_dict()
+    return [k for k in a if a[k] != b[k]]
+
+
+def check_artifacts_match(manifest, *, generator: str | None = None, lr_size: int | None = None,
+                          resolution: int | None = None, options: PulseOptions | None = None,
+                          precision: str | None = None) -> None:
+    """Raise a one-line PulseError when a requested setting disagrees with the artefacts'
+    manifest (engine.manifest.Manifest). None means "not requested": anything goes."""
+    where = f"artefacts {str(manifest.dir)!r}"
+    if generator is not None and generator != manifest.spec.name:
+        raise PulseError(f"{where} were exported for generator {manifest.spec.name}, not {generator}")
+    if lr_size is not None and lr_size != manifest.lr_size:
+        raise PulseError(f"{where} take {manifest.lr_size}x{manifest.lr_size} inputs, not {lr_size}x{lr_size}: "
+                         f"export artefacts for lr size {lr_size}")
+    if resolution is not None and resolution != manifest.resolution:
+        raise PulseError(f"{where} make {manifest.resolution} px faces, not {resolution} px")
+    if precision is not None and precision != manifest.precision:
+        raise PulseError(f"{where} were exported in {manifest.precision}, not {precision}")
+    if options is not None:
+        bad = option_mismatches(options, manifest.options)
+        if bad:
+            baked = manifest.options.to_dict()
+            want = options.to_dict()
+            diffs = ", ".join(f"{k}={want[k]!r} (artefacts: {baked[k]!r})" for k in bad)
+            raise PulseError(f"{where} were exported with other PULSE options: {diffs}; drop those options or export again")
+
+
+@contextmanager
+def _quiet_torch_onnx_logs():
+    """torch.onnx's registry warns once per missing torchvision op while exporting: noise for a
+    user of `pulse-trt upsample`. Silence that one logger for the duration."""
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+class Pulse:
+    """PULSE with one generator, one LR size, one option set and one backend.
+
+    Args:
+        generator:  "dcgan" (embedded, 64 px) or "stylegan1" (PULSE's FFHQ generator, needs
+                    `weights`). Default: the manifest's with `artifacts`, else "dcgan".
+        weights:    generator weights (stylegan1: PULSE's synthesis.pt); default the embedded dcgan.
+        mapping:    stylegan1 mapping weights (PULSE's mapping.pt).
+        resolution: stylegan1 output side (default 1024; dcgan is always 64).
+        lr_size:    side of the LR inputs; must divide the resolution. Required unless
+                    `artifacts` is given (then the manifest's).
+        options:    engine.options.PulseOptions; default PulseOptions() (the manifest's with
+                    `artifacts`, where given options must equal the manifest's).
+        backend:    "ort" (ONNX Runtime CPU, default), "ort-cuda", "tensorrt" or "torch" (the
+                    PyTorch reference, export/reference.py pulse_search).
+        precision:  generator precision inside the graphs: "fp32" (default), "fp16", "bf16";
+                    with `artifacts`, the manifest's (a different value is an error).
+        artifacts:  a pre-exported artefact directory (no torch needed).
+        cache_dir:  where artefacts are exported on first use (default default_cache_dir()).
+        batch_size: inputs per search chunk (each with options.duplicates rows); default 8.
+                    Starts are seeded by each input's index in the search call, so results do
+                    not depend on it.
+        device:     "cpu" or "cuda" for backend "torch" (default "cpu"); the ORT / TensorRT
+                    backends imply theirs ("ort": cpu, "ort-cuda" / "tensorrt": cuda).
+        log:        receives one-line messages (e.g. "exporting ... (first use, cached in DIR)").
+        export_progress: print the exporter's stage lines to stderr while exporting.
+        runner_options: passed to the engine runner (e.g. threads=2 for "ort").
+    Raises (PulseError, one line): unknown backend / generator / precision, missing lr_size,
+    artefacts that disagree with what was asked, torch missing where an export is needed.
+    Nothing heavy happens here: artefacts are exported (or checked) and the runner is opened on
+    first use, or by prepare().
+    """
+
+    def __init__(self, generator: str | None = None, *, weights=None, mapping=None, resolution: int | None = None,
+                 lr_size: int | None = None, options: PulseOptions | None = None, backend: str = DEFAULT_BACKEND,
+                 precision: str | None = None, artifacts=None, cache_dir=None, batch_size: int = 8,
+                 device: str | None = None, log: Callable[[str], None] | None = None, export_progress: bool = False,
+                 **runner_options):
+        if backend not in BACKENDS:
+            raise PulseError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        if generator is not None and generator not in GENERATORS:
+            raise PulseError(f"unknown generator {generator!r}; choose one of {', '.join(GENERATORS)}")
+        if precision is not None and precision not in PRECISIONS:
+            raise PulseError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise PulseError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if options is not None and not isinstance(options, PulseOptions):
+            raise PulseError(f"options must be a PulseOptions, got {type(options).__name__}")
+        self.backend = backend
+        self.device = self._device(backend, device)
+        self.batch_size = batch_size
+        self.precision = precision
+        self._log = log or (lambda msg: None)
+        self._export_progress = bool(export_progress)
+        self._runner_options = runner_options
+        self._lock = threading.Lock()
+        self._runner = None
+        self._torch_generator = None
+        self.manifest = None
+        self.artifacts_dir: Path | None = None
+        self.exported = False  # True when this instance ran an export (a cache miss)
+        self.given_artifacts = artifacts is not None
+
+        if artifacts is not None:
+            if backend == "torch":
+                raise PulseError("backend torch runs the PyTorch reference, not artefacts: drop --artifacts or choose ort")
+            if weights is not None or mapping is not None:
+                raise PulseError("the generator's weights are baked into the artefacts: drop --weights / --mapping with --artifacts")
+            from .engine.manifest import load_manifest  # noqa: PLC0415
+
+            manifest = load_manifest(artifacts)
+            check_artifacts_match(manifest, generator=generator, lr_size=lr_size, resolution=resolution,
+                                  options=options, precision=precision)
+            self.manifest, self.artifacts_dir = manifest, Path(artifacts)
+            self.generator, self.weights, self.mapping = manifest.spec.name, None, None
+            self.resolution, self.lr_size, self.options = manifest.resolution, manifest.lr_size, manifest.options
+            self.precision = manifest.precision
+            return
+
+        self.generator = generator or "dcgan"
+        self.weights, self.mapping = weights, mapping
+        self.resolution = self._resolution(self.generator, resolution)
+        if lr_size is None:
+            raise PulseError("lr_size is required (the side of the LR inputs) unless artifacts are given")
+        from .engine.images import valid_sizes  # noqa: PLC0415
+
+        if not isinstance(lr_size, int) or isinstance(lr_size, bool) or lr_size not in valid_sizes(self.resolution):
+            raise PulseError(f"lr_size {lr_size!r} does not divide the resolution {self.resolution} with a usable factor: "
+                             f"use one of {', '.join(map(str, valid_sizes(self.resolution)))}")
+        self.lr_size = lr_size
+        self.options = options if options is not None else PulseOptions()
+        if self.precision is None:
+            self.precision = "fp32"
+        if backend == "torch" and self.precision != "fp32":
+            raise PulseError("backend torch runs the reference in fp32; --precision is for the exported backends")
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+    # -- settings ---------------------------------------------------------------------------------
+    @staticmethod
+    def _device(backend: str, device: str | None) -> str:
+        implied = {"ort": "cpu", "ort-cuda": "cuda", "tensorrt": "cuda"}
+        if backend == "torch":
+            if device not in (None, "cpu", "cuda"):
+                raise PulseError(f"device must be 'cpu' or 'cuda', got {device!r}")
+            return device or "cpu"
+        if device is not None and device != implied[backend]:
+            other = "ort-cuda or tensorrt" if device == "cuda" else "ort"
+            raise PulseError(f"backend {backend} runs on {implied[backend]}, not {device}: choose backend {other}")
+        return implied[backend]
+
+    @staticmethod
+    def _resolution(generator: str, resolution: int | None) -> int:
+        if resolution is None:
+            return DEFAULT_RESOLUTION[generator]
+        if generator == "dcgan" and resolution != DEFAULT_RESOLUTION["dcgan"]:
+            raise PulseError(f"resolution {resolution}: dcgan makes 64x64 faces only (resolution is for stylegan1)")
+        if not isinstance(resolution, int) or resolution < 8 or resolution & (resolution - 1):
+            raise PulseError(f"resolution must be a power of two >= 8, got {resolution!r}")
+        return resolution
+
+    @property
+    def key(self) -> str | None:
+        """The artefact key (manifest["key"]) once artefacts are known; None for backend torch."""
+        return self.manifest.key if self.manifest is not None else None
+
+    def describe(self) -> dict:
+        """JSON-ready description of the generator and backend, for records."""
+        d = {"name": self.generator, "resolution": self.resolution}
+        if self.manifest is not None:
+            d["weights_sha256"] = self.manifest.raw.get("generator", {}).get("weights_sha256")
+        if not self.given_artifacts:
+            d["weights"] = str(self.weights) if self.weights else ("embedded" if self.generator == "dcgan" else None)
+            d["mapping"] = str(self.mapping) if self.mapping else None
+        return d
+
+    # -- preparation ------------------------------------------------------------------------------
+    def prepare(self) -> "Pulse":
+        """Export (or find) the artefacts and open the runner now, instead of on the first search."""
+        with self._lock:
+            self._prepare()
+        return self
+
+    def _prepare(self) -> None:
+        if self.backend == "torch":
+            if self._torch_generator is None:
+                self._torch_generator = self._load_torch_generator()
+            return
+        if self._runner is not None:
+            return
+        if self.manifest is None:
+            self._export()
+        from .engine.api import make_runner  # noqa: PLC0415
+
+        kwargs = dict(self._runner_options)
+        if self.backend == "tensorrt":
+            kwargs.update(self._trt_engines())
+        runner = make_runner(self.manifest, self.backend, **kwargs)
+        runner.activate()
+        self._runner = runner
+
+    def _require_torch(self, why: str):
+        try:
+            import torch  # noqa: PLC0415
+        except ImportError:
+            raise PulseError(f"{why} needs torch, which is not installed: {EXPORT_HINT}, or pass --artifacts DIR "
+                             "(artefacts exported elsewhere with `pulse-trt export`)") from None
+        return torch
+
+    def _load_torch_generator(self):
+        torch = self._require_torch("the PyTorch reference (backend torch)")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise PulseError("device cuda: no CUDA device is available to torch here (use cpu)")
+        return self._load_generator(self.device)
+
+    def _load_generator(self, device: str):
+        from .export.generators import load_generator  # noqa: PLC0415
+
+        kwargs = {"device": device}
+        if self.mapping is not None:
+            kwargs["mapping"] = self.mapping
+        if self.generator == "stylegan1":
+            kwargs["resolution"] = self.resolution
+        return load_generator(self.generator, self.weights, **kwargs).eval()
+
+    def _export(self) -> None:
+        """Find the artefacts of (generator, weights, options, lr size, precision) in the cache,
+        or export them there (export_cached); then load their manifest."""
+        self._require_torch("exporting the ONNX artefacts on first use")
+        try:
+            import onnx  # noqa: F401, PLC0415
+        except ImportError:
+            raise PulseError(f"exporting the ONNX artefacts needs onnx, which is not installed: {EXPORT_HINT}, "
+                             "or pass --artifacts DIR (artefacts exported elsewhere with `pulse-trt export`)") from None
+        from .engine.manifest import load_manifest  # noqa: PLC0415
+        from .export.onnx_export import artifacts_complete, build_manifest, export_cached  # noqa: PLC0415
+
+        generator = self._load_generator("cpu")
+        key = build_manifest(generator, self.options, self.lr_size, self.precision)["key"]
+        if not artifacts_complete(self.cache_dir / key):
+            self._log(f"exporting {self.generator} for {self.lr_size}x{self.lr_size} inputs to ONNX "
+                      f"(first use, cached in {self.cache_dir})")
+            with _quiet_torch_onnx_logs():
+                export_cached(generator, self.options, self.lr_size, self.cache_dir, precision=self.precision,
+                              progress=self._export_progress)
+            self.exported = True
+        self.artifacts_dir = self.cache_dir / key
+        self.manifest = load_manifest(self.artifacts_dir)
+
+    def _trt_engines(self) -> dict:
+        """TensorRT engines for the artefacts: DIR/step.engine + DIR/render.engine when present,
+        else built (and cached) by export/trt_build.py for batches up to the chunk's rows."""
+        d = self.manifest.dir
+        if (d / "step.engine").is_file() and (d / "render.engine").is_file():
+            return {}
+        try:
+            from .export.trt_build import build_engines  # noqa: PLC0415  (torch-free, optional)
+        except ImportError:
+            raise PulseError(f"no TensorRT engines in {str(d)!r} and no engine builder here: build them with "
+                             "`pulse-trt export --trt-engine` on a machine with TensorRT") from None
+        rows = self.batch_size * self.options.duplicates
+        step_engine, render_engine = build_engines(d, max_batch=rows)
+        return {"step_engine": step_engine, "render_engine": render_engine}
+
+    # -- searching --------------------------------------------------------------------------------
+    def upsample(self, images: Sequence, *, progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
+        """Upsample faces: uint8 [lr, lr, 3] arrays or PIL images (lr = self.lr_size).
+
+        Every input is validated before any work. Returns one ImageResult per input (hr
+        [3, R, R] float32 in [0, 1], lr [3, lr, lr], record, history); see search()."""
+        from .engine.api import image_to_chw01  # noqa: PLC0415
+
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            images = [images]
+        images = list(images)
+        if not images:
+            raise PulseError("upsample needs at least one image")
+        targets = np.stack([image_to_chw01(im, self.lr_size, i) for i, im in enumerate(images)])  # [N, 3, lr, lr]
+        return self.search(targets, progress=progress)
+
+    def search(self, targets, *, progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
+        """PULSE for targets [N, 3, lr, lr] float in [0, 1].
+
+        1. Prepare on first use (export or find the artefacts, open the runner; or load the
+           torch generator).
+        2. Search in chunks of batch_size inputs (x duplicates rows); the start of input i,
+           restart k is seeded by (options.seed, i, k), i counting over the whole call, so the
+           chunking does not change the result.
+        3. progress(done, total) after every step, counted over all chunks.
+        Returns one ImageResult per input, in order; record["backend"] is this backend,
+        record["artifacts_key"] the artefact key (None for torch), record["input"] the index.
+        """
+        from .engine.loop import check_targets  # noqa: PLC0415
+
+        t = check_targets(targets, self.lr_size)  # [N, 3, lr, lr] float32
+        with self._lock:
+            self._prepare()
+            if self.backend == "torch":
+                results = self._search_torch(t, progress)
+            else:
+                from .engine.loop import run_search  # noqa: PLC0415
+
+                rows = self.batch_size * self.options.duplicates
+                results = run_search(self._runner, t, batch_size=rows, progress=progress)
+        for r in results:
+            r.record["backend"] = self.backend
+            r.record["artifacts_key"] = self.key
+        return results
+
+    def _search_torch(self, target: np.ndarray, progress) -> list[ImageResult]:
+        from .export.reference import pulse_search  # noqa: PLC0415
+
+        n, steps = target.shape[0], self.options.steps
+        starts = list(range(0, n, self.batch_size))
+        total = steps * len(starts)
+        results: list[ImageResult] = []
+        for c, first in enumerate(starts):
+            done = c * steps
+            chunk_progress = None if progress is None else (lambda j, _s, done=done: progress(done + j, total))
+            chunk = pulse_search(self._torch_generator, target[first:first + self.batch_size], self.options,
+                                 device=self.device, progress=chunk_progress, first_input=first)
+            for r in chunk:
+                r.record["input"] += first
+            results.extend(chunk)
+        return results
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the runner (sessions, device buffers); the next search opens it again."""
+        with self._lock:
+            if self._runner is not None:
+                self._runner.deactivate()
+                self._runner = None
+
+    def __enter__(self) -> "Pulse":
+        return self.prepare()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
