@@ -10,6 +10,9 @@ from pulse_trt.engine.bicubic import downscale
 from pulse_trt.engine.result import ImageResult
 from pulse_trt.engine.spec import GeneratorSpec
 
+# Steps of the fast real runs: the session's shared artefacts are exported with these options.
+FAST_STEPS = 5
+
 
 def write_png(path: Path, array: np.ndarray) -> Path:
     """Save [H, W, 3] uint8 (or [H, W]) as PNG; returns the path."""

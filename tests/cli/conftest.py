@@ -13,10 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cli_helpers import FakeBackends, write_png
+from cli_helpers import FAST_STEPS, FakeBackends, write_png
 from pulse_trt.engine.bicubic import downscale
-
-FAST_STEPS = 5
 
 
 @pytest.fixture(scope="session")
