@@ -126,7 +126,8 @@ def comparison_grid_png(lr, pulse_hr, hr_truth=None, *, captions: Sequence[str] 
     if side < 1:
         raise PulseError(f"comparison_grid: cell side must be >= 1, got {cell}")
     with_truth = any(t is not None for t in truths)
-    columns = [f"LR input {lrs[0].shape[1]}x{lrs[0].shape[0]} (nearest)", "bicubic upscale",
+    same_lr = all(x.shape == lrs[0].shape for x in lrs)
+    columns = [f"LR input {lrs[0].shape[1]}x{lrs[0].shape[0]} (nearest)" if same_lr else "LR input (nearest)", "bicubic upscale",
                f"PULSE {outs[0].shape[1]}x{outs[0].shape[0]}"] + (["aligned HR crop"] if with_truth else [])
 
     font = _font(max(10, min(18, side // 12)))
