@@ -255,16 +255,16 @@ class Pulse:
         runner.activate()
         self._runner = runner
 
-    def _require_torch(self, why: str):
+    def _require_torch(self, why: str, alternative: str):
         try:
             import torch  # noqa: PLC0415
         except ImportError:
-            raise PulseError(f"{why} needs torch, which is not installed: {EXPORT_HINT}, or pass --artifacts DIR "
-                             "(artefacts exported elsewhere with `pulse-trt export`)") from None
+            raise PulseError(f"{why} needs torch, which is not installed: {EXPORT_HINT}, or {alternative}") from None
         return torch
 
     def _load_torch_generator(self):
-        torch = self._require_torch("the PyTorch reference (backend torch)")
+        torch = self._require_torch("the PyTorch reference (backend torch)",
+                                    "use backend ort with --artifacts DIR (artefacts exported elsewhere)")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise PulseError("device cuda: no CUDA device is available to torch here (use cpu)")
         return self._load_generator(self.device)
@@ -282,7 +282,8 @@ class Pulse:
     def _export(self) -> None:
         """Find the artefacts of (generator, weights, options, lr size, precision) in the cache,
         or export them there (export_cached); then load their manifest."""
-        self._require_torch("exporting the ONNX artefacts on first use")
+        self._require_torch("exporting the ONNX artefacts on first use",
+                            "pass --artifacts DIR (artefacts exported elsewhere with `pulse-trt export`)")
         try:
             import onnx  # noqa: F401, PLC0415
         except ImportError:

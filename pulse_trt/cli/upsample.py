@@ -69,7 +69,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--resolution", type=int, default=None, help="stylegan1 output side (default 1024; dcgan is always 64)")
     b = p.add_argument_group("backend")
     b.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                   help=f"ort (default): ONNX Runtime on CPU; ort-cuda; tensorrt; torch: the PyTorch reference")
+                   help="ort (default): ONNX Runtime on CPU; ort-cuda; tensorrt; torch: the PyTorch reference")
     b.add_argument("--artifacts", default=None, metavar="DIR",
                    help="pre-exported artefacts (`pulse-trt export`): no torch needed; generator, LR size and "
                         "PULSE options come from their manifest")
