@@ -103,7 +103,7 @@ class TrtRunner(Runner):
     def _activate(self) -> None:
         for p in (self.step_engine_path, self.render_engine_path):
             if not p.is_file():
-                raise PulseError(f"no TensorRT engine {str(p)!r}: build it with `pulse-trt export --backend tensorrt`")
+                raise PulseError(f"no TensorRT engine {str(p)!r}: build it with `pulse-trt export --trt-engine`")
         trt, cudart = import_tensorrt(), import_cudart()
         self._trt, self._cudart = trt, cudart
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -113,7 +113,7 @@ class TrtRunner(Runner):
             engine = self._runtime.deserialize_cuda_engine(p.read_bytes())
             if engine is None:
                 raise PulseError(f"TensorRT could not deserialize {str(p)!r} (built by another TensorRT version "
-                                 "or for another GPU?): rebuild it with `pulse-trt export --backend tensorrt`")
+                                 "or for another GPU?): rebuild it with `pulse-trt export --trt-engine`")
             engines.append(engine)
         self._step_engine, self._render_engine = engines
         self._check_engine_io(self._step_engine, self.manifest.step_inputs, self.manifest.step_outputs, "step")
