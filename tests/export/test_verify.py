@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, save
 from pulse_trt.engine.errors import PulseError
 from pulse_trt.engine.options import PulseOptions
 from pulse_trt.export.step import sphere_norm, step_layout
-from pulse_trt.export.verify import check_onnx, random_inputs, relative_error
+from pulse_trt.export.verify import check_onnx, norm_relative_error, random_inputs, relative_error
 
 
 def test_relative_error_is_scale_relative():
@@ -37,3 +37,16 @@ def test_checker_failure_is_pulse_error(tmp_path):
     save(bad, str(tmp_path / "bad.onnx"))
     with pytest.raises(PulseError, match="bad.onnx fails onnx.checker"):
         check_onnx(tmp_path / "bad.onnx")
+
+
+def test_norm_relative_error_is_tensor_wise():
+    ref = np.array([3.0, 4.0])  # norm 5
+    assert norm_relative_error(ref + np.array([0.0, 0.05]), ref) == pytest.approx(1e-2)
+    # one entry off by 1e-3 of the max in a 100-entry tensor: tensor-wise ~1e-4
+    big = np.ones(100)
+    got = big.copy()
+    got[0] += 1e-3
+    assert norm_relative_error(got, big) == pytest.approx(1e-4)
+    assert relative_error(got, big) == pytest.approx(1e-3)
+    assert norm_relative_error(np.zeros(2), np.zeros(3)) == float("inf")
+    assert norm_relative_error(np.array([np.nan]), np.array([1.0])) == float("inf")
