@@ -20,6 +20,7 @@ import numpy as np
 from .errors import PulseError
 from .loop import run_search
 from .manifest import Manifest, load_manifest
+from .options import PulseOptions
 from .result import ImageResult
 from .runner import Runner
 
@@ -102,7 +103,8 @@ class PulseEngine:
         return self.manifest.resolution
 
     @property
-    def options(self):
+    def options(self) -> PulseOptions:
+        """The manifest's options: the defaults of upsample / search."""
         return self.manifest.options
 
     def __enter__(self) -> "PulseEngine":
@@ -118,10 +120,13 @@ class PulseEngine:
         with self._lock:
             self._runner.deactivate()
 
-    def upsample(self, images: Sequence, *, progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
+    def upsample(self, images: Sequence, *, options: PulseOptions | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
         """Upsample faces: uint8 [lr, lr, 3] arrays or PIL images (lr = self.lr_size).
 
-        Every input is validated before any search starts. Returns one ImageResult per input:
+        options: this call's PulseOptions (default the manifest's): the runtime ones (steps,
+        seed, duplicates, learning_rate, lr_schedule) are free, the graph ones must equal the
+        manifest's (PulseError otherwise). Every input is validated before any search starts. Returns one ImageResult per input:
         hr [3, R, R] float32 in [0, 1], lr [3, lr, lr], record (success, l2, best_step, ...,
         backend, seconds), history."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -130,11 +135,14 @@ class PulseEngine:
             if len(images) else None
         if targets is None:
             raise PulseError("upsample needs at least one image")
-        return self.search(targets, progress=progress)
+        return self.search(targets, options=options, progress=progress)
 
-    def search(self, targets: np.ndarray, *, progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
-        """Search for targets [N, 3, lr, lr] float in [0, 1] (engine.loop.run_search)."""
+    def search(self, targets: np.ndarray, *, options: PulseOptions | None = None,
+               progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
+        """Search for targets [N, 3, lr, lr] float in [0, 1] (engine.loop.run_search) with
+        `options` (default the manifest's; see upsample)."""
+        options = self.manifest.resolve_options(options)  # fails before the runner opens
         with self._lock:
             if not self._runner.is_active:
                 self._runner.activate()
-            return run_search(self._runner, targets, batch_size=self.batch_size, progress=progress)
+            return run_search(self._runner, targets, options=options, batch_size=self.batch_size, progress=progress)

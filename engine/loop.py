@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import PulseError
 from .manifest import Manifest
+from .options import PulseOptions
 from .result import ImageResult, TrajectoryTracker, pick_restart
 from .runner import Runner
 from .state import job_rows, start_state
@@ -39,11 +40,13 @@ def check_targets(targets, lr_size: int) -> np.ndarray:
     return t
 
 
-def chunk_feeds(manifest: Manifest, target: np.ndarray, rows: list[tuple[int, int]]):
+def chunk_feeds(manifest: Manifest, target: np.ndarray, rows: list[tuple[int, int]],
+                options: PulseOptions | None = None):
     """Step inputs (all but lr and t) of a chunk of rows, and the start it came from.
 
-    target [B, 3, lr, lr] float32 (one row per (input, restart)); returns (feeds, start)."""
-    start = start_state(manifest.spec, manifest.options, rows)
+    target [B, 3, lr, lr] float32 (one row per (input, restart)); options: the run's options
+    (default the manifest's; their seed seeds the starts). Returns (feeds, start)."""
+    start = start_state(manifest.spec, manifest.resolve_options(options), rows)
     params = {"latent": start.latent}
     for i, role in enumerate(start.roles):
         if role == "trainable":
@@ -61,12 +64,14 @@ def chunk_feeds(manifest: Manifest, target: np.ndarray, rows: list[tuple[int, in
     return feeds, start
 
 
-def run_search(runner: Runner, targets, *, batch_size: int | None = None,
+def run_search(runner: Runner, targets, *, options: PulseOptions | None = None, batch_size: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
     """PULSE over exported graphs: search for faces that downscale to `targets`.
 
-    Algorithm (options from the manifest; B = N * duplicates rows, input-major, restarts
-    adjacent, run in chunks of `batch_size` rows):
+    Algorithm (options: manifest.resolve_options(options), i.e. the manifest's unless given;
+    given options must agree with the manifest on every graph option, and their runtime ones
+    (steps, seed, duplicates, learning_rate, lr_schedule) are used; B = N * duplicates rows,
+    input-major, restarts adjacent, run in chunks of `batch_size` rows):
       1. Per chunk: seeded starts (engine.state.start_state), radii sqrt(sum x^2 + 1e-9) over
          dims >= 2 of each optimised tensor, zero moments; runner.load(feeds).
       2. For j = 0 .. steps-1: terms = runner.step(lr_at(j), j + 1) ([B] each, the state
@@ -78,15 +83,17 @@ def run_search(runner: Runner, targets, *, batch_size: int | None = None,
     Args:
         runner:     an active Runner for the artefacts.
         targets:    [N, 3, lr, lr] float in [0, 1] (lr = manifest.lr_size).
+        options:    engine.options.PulseOptions of this run (default: the manifest's); a graph
+                    option that differs from the manifest's is a PulseError (re-export).
         batch_size: rows per chunk (default: all rows in one chunk).
         progress:   optional progress(done, total) callback after every step.
     Returns:
         One ImageResult per input; record["backend"] = runner.name, record["seconds"] = wall
-        time of the whole call.
+        time of the whole call, record["options"] = the options used (PulseOptions.to_dict()).
     """
     t0 = time.perf_counter()
     m = runner.manifest
-    opts = m.options
+    opts = m.resolve_options(options)
     target = check_targets(targets, m.lr_size)  # [N, 3, lr, lr]
     n, dup = target.shape[0], opts.duplicates
     rows = job_rows(n, dup)
@@ -102,7 +109,7 @@ def run_search(runner: Runner, targets, *, batch_size: int | None = None,
     for c, chunk in enumerate(chunks):
         first = c * batch_size
         y = target[[i for i, _ in chunk]]  # [b, 3, lr, lr]
-        feeds, start = chunk_feeds(m, y, chunk)
+        feeds, start = chunk_feeds(m, y, chunk, opts)
         runner.load(feeds)
         tracker = TrajectoryTracker(len(chunk), opts.eps)
         for j in range(opts.steps):
@@ -132,6 +139,7 @@ def run_search(runner: Runner, targets, *, batch_size: int | None = None,
         ids = [i * dup + k for k in range(dup)]
         chosen = pick_restart([records[r] for r in ids])
         row = ids[chosen]
-        record = {"input": i, "restart": chosen, **records[row], "seconds": seconds, "backend": runner.name}
+        record = {"input": i, "restart": chosen, **records[row], "seconds": seconds, "backend": runner.name,
+                  "options": opts.to_dict()}
         results.append(ImageResult(hr=hr[row].copy(), lr=lr[row].copy(), record=record, history=histories[row]))
     return results

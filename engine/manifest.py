@@ -7,11 +7,11 @@ line instead of an ONNX Runtime traceback halfway through a search.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import PulseError
-from .options import PulseOptions, noise_roles
+from .options import RUNTIME_OPTIONS, PulseOptions, noise_roles
 from .spec import GeneratorSpec
 from .state import latent_rows
 
@@ -67,7 +67,10 @@ class Manifest:
     """A validated artefact directory.
 
     dir:          the directory.
-    spec, options: the generator's shape contract and the PULSE options baked into the graphs.
+    spec, options: the generator's shape contract and the PULSE options used at export (the
+                  graph options are baked into the graphs; the runtime ones are defaults).
+    runtime_options: names of the options a run may override (manifest["runtime_options"];
+                  engine.options.RUNTIME_OPTIONS for manifests written before that field).
     lr_size, factor, precision, latent_rows, noise_roles: as in docs/artifacts.md.
     state:        the step graph's state tensors in manifest order (optimised tensors and moments).
     step_inputs, step_outputs, render_inputs, render_outputs: {name: TensorInfo}.
@@ -92,6 +95,7 @@ class Manifest:
     versions: dict
     key: str
     raw: dict
+    runtime_options: tuple[str, ...] = RUNTIME_OPTIONS
 
     @property
     def step_path(self) -> Path:
@@ -119,6 +123,25 @@ class Manifest:
     @property
     def resolution(self) -> int:
         return self.spec.resolution
+
+    def resolve_options(self, options: PulseOptions | None = None) -> PulseOptions:
+        """The options a run over these artefacts uses.
+
+        None -> the manifest's options. Otherwise every option not in self.runtime_options (the
+        graph options) must equal the manifest's, else a one-line PulseError naming the first
+        differing one; the runtime options (steps, seed, duplicates, learning_rate, lr_schedule)
+        are taken from `options`. Returns `options`."""
+        if options is None:
+            return self.options
+        if not isinstance(options, PulseOptions):
+            raise PulseError(f"options must be a PulseOptions, got {type(options).__name__}")
+        given, baked = options.to_dict(), self.options.to_dict()
+        for name in given:
+            if name not in self.runtime_options and given[name] != baked[name]:
+                raise PulseError(f"option {name}={given[name]!r} is baked into the graphs of the artefacts in "
+                                 f"{str(self.dir)!r} ({name}={baked[name]!r}): use {name}={baked[name]!r}, or "
+                                 f"re-export the artefacts with it")
+        return options
 
 
 def load_manifest(artifacts_dir) -> Manifest:
@@ -160,6 +183,7 @@ def load_manifest(artifacts_dir) -> Manifest:
         render_inputs = _tensors(render["inputs"], "render.inputs")
         render_outputs = _tensors(render["outputs"], "render.outputs")
         step_file, render_file = str(step["file"]), str(render["file"])
+        runtime = tuple(raw.get("runtime_options", RUNTIME_OPTIONS))
     except PulseError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -169,7 +193,7 @@ def load_manifest(artifacts_dir) -> Manifest:
                  latent_rows=rows, noise_roles=roles, state=state, step_file=step_file, render_file=render_file,
                  step_inputs=step_inputs, step_outputs=step_outputs, render_inputs=render_inputs,
                  render_outputs=render_outputs, versions=dict(raw.get("versions", {})), key=str(raw.get("key", "")),
-                 raw=raw)
+                 raw=raw, runtime_options=runtime)
     _validate(m, path)
     return m
 
@@ -192,6 +216,9 @@ def _validate(m: Manifest, path: Path) -> None:
     def bad(msg: str) -> PulseError:
         return PulseError(f"{where!r} is incompatible: {msg}; re-export the artefacts")
 
+    known = {f.name for f in fields(PulseOptions)}
+    if not all(isinstance(n, str) and n in known for n in m.runtime_options):
+        raise bad(f"runtime_options {list(m.runtime_options)} name unknown options")
     if m.precision not in PRECISIONS:
         raise bad(f"precision {m.precision!r} is not one of {', '.join(PRECISIONS)}")
     if m.lr_size < 1 or m.factor < 1 or m.lr_size * m.factor != m.spec.resolution:

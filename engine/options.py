@@ -15,6 +15,9 @@ LOSS_TERMS = ("L2", "L1", "GEOCROSS")
 NOISE_TYPES = ("zero", "fixed", "trainable")
 OPTIMIZERS = ("adam", "sgd", "sgdm", "adamax")
 SCHEDULES = ("fixed", "linear1cycle", "linear1cycledrop")
+# Options that do not change the exported graphs (lr and t are graph inputs, starts are made on
+# the host by engine.state, duplicates are extra batch rows): a run may override them.
+RUNTIME_OPTIONS = ("steps", "seed", "duplicates", "learning_rate", "lr_schedule")
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,11 @@ class PulseOptions:
         if unknown:
             raise PulseError(f"unknown PULSE option {unknown[0]!r}")
         return cls(**d)
+
+
+def graph_options(options: PulseOptions) -> dict:
+    """The options baked into the exported graphs: options.to_dict() without RUNTIME_OPTIONS."""
+    return {k: v for k, v in options.to_dict().items() if k not in RUNTIME_OPTIONS}
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from .. import __version__
 from ..engine.errors import PulseError
-from ..engine.options import PulseOptions
+from ..engine.options import RUNTIME_OPTIONS, PulseOptions, graph_options
 from .decompositions import NearestUpsampleAsExpand, decomposition_table
 from .generators.base import Generator
 from .step import PRECISIONS, TensorInfo, make_render_fn, make_step_fn, step_layout
@@ -85,7 +85,12 @@ def _versions(precision: str = "fp32") -> dict:
 
 def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, precision: str) -> dict:
     """manifest.json without the verification record (docs/artifacts.md), "key" included:
-    sha256 of every field that determines the graphs plus the exporting code's hash."""
+    sha256 of every field that determines the graphs plus the exporting code's hash.
+
+    "options" records every option of the export (the runtime ones are a run's defaults);
+    "runtime_options" names those a run may override (engine.options.RUNTIME_OPTIONS), which the
+    key leaves out: artefacts that differ only in steps, seed, duplicates, learning_rate or
+    lr_schedule have one key (one cache entry)."""
     if precision not in PRECISIONS:
         raise PulseError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if not isinstance(options, PulseOptions):
@@ -95,6 +100,7 @@ def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, pr
         "format": FORMAT,
         "generator": {**generator.spec.to_dict(), "weights_sha256": weights_hash(generator)},
         "options": options.to_dict(),
+        "runtime_options": list(RUNTIME_OPTIONS),
         "lr_size": lr_size,
         "factor": layout.factor,
         "precision": precision,
@@ -107,7 +113,7 @@ def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, pr
                    "outputs": [o.to_dict() for o in layout.render_outputs()]},
         "versions": _versions(precision),
     }
-    keyed = dict(man, graph_code=_graph_code_hash())
+    keyed = dict(man, options=graph_options(options), graph_code=_graph_code_hash())
     man["key"] = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
     return man
 

@@ -30,6 +30,23 @@ def test_manifest_key_and_fields(tiny_style):
     assert a["key"] not in others and len(others) == 3
 
 
+def test_key_ignores_runtime_options_and_follows_graph_options(tiny_style):
+    """steps, seed, duplicates, learning_rate, lr_schedule are not in the graphs: one key (the
+    manifest still records them as the run's defaults); every graph option changes the key."""
+    from pulse_trt.engine.options import RUNTIME_OPTIONS  # noqa: PLC0415
+
+    base = build_manifest(tiny_style, PulseOptions(), 4, "fp32")
+    assert base["runtime_options"] == list(RUNTIME_OPTIONS)
+    runtime = PulseOptions(steps=300, seed=7, duplicates=4, learning_rate=0.1, lr_schedule="fixed")
+    other = build_manifest(tiny_style, runtime, 4, "fp32")
+    assert other["key"] == base["key"] and other["options"] == runtime.to_dict()
+    graph = [PulseOptions(loss_str="100*L2"), PulseOptions(eps=1e-3), PulseOptions(noise_type="fixed"),
+             PulseOptions(num_trainable_noise_layers=2), PulseOptions(tile_latent=True),
+             PulseOptions(bad_noise_layers="3"), PulseOptions(opt_name="sgd")]
+    keys = {build_manifest(tiny_style, o, 4, "fp32")["key"] for o in graph}
+    assert base["key"] not in keys and len(keys) == len(graph)
+
+
 def test_bad_inputs_fail_before_tracing(tiny_style, tmp_path):
     with pytest.raises(PulseError, match="precision"):
         export_artifacts(tiny_style, PulseOptions(), 4, tmp_path / "a", precision="int8")
@@ -111,3 +128,20 @@ def test_low_precision_exports(tiny_vector, tmp_path, precision):
     assert any(t.data_type == low for t in model.graph.initializer)
     step = man["verification"]["step"]
     assert "skipped" in step or max(step["worst"].values()) <= man["verification"]["tolerance"]
+
+
+def test_float64_arbiter_measures_both_sides_against_float64(exported, tiny_style):
+    """Verification step 4: ORT and torch float32 are both judged against a float64 twin."""
+    from pulse_trt.export.verify import compare_graph, float64_arbiter
+
+    out_dir, _ = exported
+    fn = make_step_fn(tiny_style, PulseOptions(), 8)
+    ins, outs = fn.layout.step_inputs(), fn.layout.step_outputs()
+    res = compare_graph(out_dir / "step.onnx", fn, ins, outs, batches=(2,))
+    names = [o.name for o in outs]
+    judged = float64_arbiter(fn, ins, outs, res["_runs"], names)
+    assert set(judged) == set(names)
+    for name, (ort_err, torch_err) in judged.items():
+        assert 0.0 <= ort_err < 1e-4 and 0.0 <= torch_err < 1e-4, name
+    # float64 is a different computation: somewhere float32 rounding shows on both sides
+    assert max(e for e, _ in judged.values()) > 0 and max(e for _, e in judged.values()) > 0
