@@ -243,6 +243,7 @@ def make_step_fn(generator: Generator, options: PulseOptions, lr_size: int,
         return (*new_params, *new_moments, *terms)
 
     step.layout = layout
+    step.generator, step.precision = generator, precision
     step.input_names = in_names
     step.output_names = [o.name for o in layout.step_outputs()]
     return step
@@ -269,6 +270,7 @@ def make_render_fn(generator: Generator, options: PulseOptions, lr_size: int,
         return image, downscale(image, layout.factor)  # [B, 3, lr, lr]
 
     render.layout = layout
+    render.generator, render.precision = generator, precision
     render.input_names = in_names
     render.output_names = [o.name for o in layout.render_outputs()]
     return render

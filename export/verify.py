@@ -12,6 +12,12 @@ functions they were traced from.
    (InstanceNorm, 18 layers) float32 kernels that sum in different orders differ by a few 1e-4 in
    their worst single entry (seen: 1.2e-4 on a 4x4 noise map's Adam moment of a random-weight
    stylegan1, 2.5e-4 at 1024 px) while the tensor as a whole agrees far closer.
+4. fp32 only, for an output still over tolerance: float64 arbitrates. The torch function runs
+   again in float64 (a float64 copy of the generator) on the same inputs; the output passes when
+   ONNX Runtime's error against float64 is within FP32_SLACK x torch float32's own error against
+   float64 (+ the tolerance): the graph is then as accurate as the reference itself. Seen on a
+   random-weight StyleGAN v1 at 1024 px: the Adam moment of the 4x4 noise map is off by 7.3e-5
+   tensor-wise in torch float32 and 9.1e-5 in ONNX Runtime (both against float64).
 
 Tolerances: fp32 1e-4. fp16 5e-2 and bf16 1e-1: both sides then run the synthesis in low
 precision with different accumulation orders (ORT's kernels vs torch's), the gradient goes
@@ -32,6 +38,7 @@ from ..engine.errors import PulseError
 from .step import StepLayout, TensorInfo, sphere_norm
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 1e-1}
+FP32_SLACK = 4.0  # ONNX Runtime may be this many times less accurate than torch float32 (vs float64)
 BATCHES = (1, 3)
 
 
@@ -113,15 +120,37 @@ def compare_graph(onnx_path, fn: Callable, inputs: list[TensorInfo], outputs: li
         return {"skipped": f"ONNX Runtime {ort.__version__} CPU cannot load the graph: {str(e).splitlines()[0][:300]}"}
     worst = {o.name: 0.0 for o in outputs}
     worst_max = dict(worst)
+    runs = []
     for k, batch in enumerate(batches):
         feeds = random_inputs(inputs, batch, seed=seed + k)
         got = sess.run([o.name for o in outputs], feeds)
-        ref = fn(*[torch.from_numpy(feeds[i.name]) for i in inputs])
+        ref = [r.detach().float().numpy() for r in fn(*[torch.from_numpy(feeds[i.name]) for i in inputs])]
+        runs.append((feeds, got, ref))
         for o, g, r in zip(outputs, got, ref):
-            r = r.detach().float().numpy()
             worst[o.name] = max(worst[o.name], norm_relative_error(g, r))
             worst_max[o.name] = max(worst_max[o.name], relative_error(g, r))
-    return {"worst": worst, "worst_max": worst_max, "batches": list(batches)}
+    return {"worst": worst, "worst_max": worst_max, "batches": list(batches), "_runs": runs}
+
+
+def float64_arbiter(fn: Callable, inputs: list[TensorInfo], outputs: list[TensorInfo], runs, names) -> dict:
+    """Step 4: {output: (ORT vs float64, torch float32 vs float64)}, worst over the batches of
+    `runs` (compare_graph's), for the outputs in `names`; fn must carry .generator (make_step_fn /
+    make_render_fn do)."""
+    import copy  # noqa: PLC0415
+
+    from .step import make_render_fn, make_step_fn  # noqa: PLC0415
+
+    make = make_step_fn if "loss.TOTAL" in [o.name for o in outputs] else make_render_fn
+    fn64 = make(copy.deepcopy(fn.generator).double(), fn.layout.options, fn.layout.lr_size, "fp32")
+    idx = {o.name: k for k, o in enumerate(outputs)}
+    out = {n: (0.0, 0.0) for n in names}
+    for feeds, got, ref32 in runs:
+        ref64 = [r.detach().numpy() for r in fn64(*[torch.from_numpy(feeds[i.name]).double() for i in inputs])]
+        for n in names:
+            k = idx[n]
+            e_ort, e_t32 = norm_relative_error(got[k], ref64[k]), norm_relative_error(ref32[k], ref64[k])
+            out[n] = (max(out[n][0], e_ort), max(out[n][1], e_t32))
+    return out
 
 
 def verify_artifacts(out_dir, step_fn: Callable, render_fn: Callable, layout: StepLayout, precision: str,
@@ -138,10 +167,17 @@ def verify_artifacts(out_dir, step_fn: Callable, render_fn: Callable, layout: St
         path = out_dir / f"{name}.onnx"
         check_onnx(path)
         res = compare_graph(path, fn, ins, outs)
+        runs = res.pop("_runs", [])
         report[name] = res
-        for out, err in res.get("worst", {}).items():
-            if not err <= tol:
-                raise PulseError(f"{name}.onnx output {out!r} differs from the torch step by {err:.3g} "
-                                 f"(relative; tolerance {tol:g} for {precision}; see --verify-tolerance)")
+        over = [out for out, err in res.get("worst", {}).items() if not err <= tol]
+        if over and precision == "fp32" and hasattr(fn, "generator"):
+            judged = float64_arbiter(fn, ins, outs, runs, over)
+            res["float64"] = {n: {"onnx_vs_f64": a, "torch_f32_vs_f64": b} for n, (a, b) in judged.items()}
+            over = [n for n, (a, b) in judged.items() if not a <= FP32_SLACK * b + tol]
+        for out in over:
+            err = res["worst"][out]
+            raise PulseError(f"{name}.onnx output {out!r} differs from the torch step by {err:.3g} "
+                             f"(relative; tolerance {tol:g} for {precision}, and beyond float32's own error "
+                             f"against float64; see --verify-tolerance)")
     report["checker"] = "onnx.checker full_check passed"
     return report

@@ -135,7 +135,7 @@ def test_float64_arbiter_measures_both_sides_against_float64(exported, tiny_styl
     from pulse_trt.export.verify import compare_graph, float64_arbiter
 
     out_dir, _ = exported
-    fn = make_step_fn(tiny_style, PulseOptions(), 8)
+    fn = make_step_fn(tiny_style, PulseOptions(), 4)
     ins, outs = fn.layout.step_inputs(), fn.layout.step_outputs()
     res = compare_graph(out_dir / "step.onnx", fn, ins, outs, batches=(2,))
     names = [o.name for o in outs]
