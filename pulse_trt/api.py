@@ -11,11 +11,13 @@ Where the artefacts come from (backends "ort", "ort-cuda", "tensorrt"):
   - `artifacts=DIR`: a directory written by `pulse-trt export` (manifest.json, step.onnx,
     render.onnx). Nothing from pulse_trt.export is imported on this path (except the optional,
     torch-free TensorRT engine builder for backend "tensorrt"). Whatever is also given
-    (generator, lr_size, resolution, options, precision) must agree with the manifest.
+    (generator, lr_size, resolution, precision, the graph options) must agree with the manifest;
+    the runtime options (steps, seed, duplicates, learning_rate, lr_schedule) are free.
   - otherwise: exported on first use with export.onnx_export.export_cached into the cache
     directory (`cache_dir`, else $PULSE_TRT_CACHE, else ~/.cache/pulse-trt/artifacts), one
-    subdirectory per artefact key; later uses find the key there and export nothing. Needs
-    torch (pip install 'pulse-trt[export]').
+    subdirectory per artefact key; later uses find the key there and export nothing. The key
+    covers the graph options only, so other steps / seed / duplicates / learning rate / schedule
+    reuse the same artefacts. Needs torch (pip install 'pulse-trt[export]').
 
 Thread-safe: one lock per Pulse serialises preparation and searches (the runner's sessions and
 buffers are per-instance state); there is no module-level state, so two instances run side by
@@ -62,7 +64,8 @@ def check_artifacts_match(manifest, *, generator: str | None = None, lr_size: in
                           resolution: int | None = None, options: PulseOptions | None = None,
                           precision: str | None = None) -> None:
     """Raise a one-line PulseError when a requested setting disagrees with the artefacts'
-    manifest (engine.manifest.Manifest). None means "not requested": anything goes."""
+    manifest (engine.manifest.Manifest). None means "not requested": anything goes. Of the
+    options only the graph options are compared (manifest.runtime_options are a run's choice)."""
     where = f"artefacts {str(manifest.dir)!r}"
     if generator is not None and generator != manifest.spec.name:
         raise PulseError(f"{where} were exported for generator {manifest.spec.name}, not {generator}")
@@ -74,12 +77,12 @@ def check_artifacts_match(manifest, *, generator: str | None = None, lr_size: in
     if precision is not None and precision != manifest.precision:
         raise PulseError(f"{where} were exported in {manifest.precision}, not {precision}")
     if options is not None:
-        bad = option_mismatches(options, manifest.options)
+        bad = [k for k in option_mismatches(options, manifest.options) if k not in manifest.runtime_options]
         if bad:
             baked = manifest.options.to_dict()
             want = options.to_dict()
             diffs = ", ".join(f"{k}={want[k]!r} (artefacts: {baked[k]!r})" for k in bad)
-            raise PulseError(f"{where} were exported with other PULSE options: {diffs}; drop those options or export again")
+            raise PulseError(f"{where} were exported with other graph options: {diffs}; drop those options or export again")
 
 
 @contextmanager
@@ -107,7 +110,9 @@ class Pulse:
         lr_size:    side of the LR inputs; must divide the resolution. Required unless
                     `artifacts` is given (then the manifest's).
         options:    engine.options.PulseOptions; default PulseOptions() (the manifest's with
-                    `artifacts`, where given options must equal the manifest's).
+                    `artifacts`, where given options must equal the manifest's graph options;
+                    their runtime options, steps, seed, duplicates, learning_rate and
+                    lr_schedule, are used as given).
         backend:    "ort" (ONNX Runtime CPU, default), "ort-cuda", "tensorrt" or "torch" (the
                     PyTorch reference, export/reference.py pulse_search).
         precision:  generator precision inside the graphs: "fp32" (default), "fp16", "bf16";
@@ -170,7 +175,8 @@ class Pulse:
                                   options=options, precision=precision)
             self.manifest, self.artifacts_dir = manifest, Path(artifacts)
             self.generator, self.weights, self.mapping = manifest.spec.name, None, None
-            self.resolution, self.lr_size, self.options = manifest.resolution, manifest.lr_size, manifest.options
+            self.resolution, self.lr_size = manifest.resolution, manifest.lr_size
+            self.options = manifest.resolve_options(options)
             self.precision = manifest.precision
             return
 
@@ -280,8 +286,10 @@ class Pulse:
         return load_generator(self.generator, self.weights, **kwargs).eval()
 
     def _export(self) -> None:
-        """Find the artefacts of (generator, weights, options, lr size, precision) in the cache,
-        or export them there (export_cached); then load their manifest."""
+        """Find the artefacts of (generator, weights, graph options, lr size, precision) in the
+        cache, or export them there (export_cached); then load their manifest. The key ignores
+        the runtime options: artefacts exported with other steps / seed / ... are reused (the
+        search passes self.options to the engine)."""
         self._require_torch("exporting the ONNX artefacts on first use",
                             "pass --artifacts DIR (artefacts exported elsewhere with `pulse-trt export`)")
         try:
@@ -358,7 +366,7 @@ class Pulse:
                 from .engine.loop import run_search  # noqa: PLC0415
 
                 rows = self.batch_size * self.options.duplicates
-                results = run_search(self._runner, t, batch_size=rows, progress=progress)
+                results = run_search(self._runner, t, options=self.options, batch_size=rows, progress=progress)
         for r in results:
             r.record["backend"] = self.backend
             r.record["artifacts_key"] = self.key

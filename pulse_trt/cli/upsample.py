@@ -2,8 +2,10 @@
 faces of real photos).
 
 Flow (nothing is written until every input has passed step 2 and every backend is ready):
-  1. Options: PULSE options (cli.options; with --artifacts they come from the manifest, and a
-     flag that disagrees with it is an error), generator, backend, batch size, device.
+  1. Options: PULSE options (cli.options; with --artifacts they default to the manifest's: the
+     runtime flags --steps, --seed, --duplicates, --learning-rate, --lr-schedule override it,
+     a graph-option flag that disagrees with it is an error), generator, backend, batch size,
+     device.
   2. Inputs. Plain: validate every file (engine.images.load_image: readable, 8-bit, square, a
      side that divides the generator's resolution). --align: every face of every photo, aligned
      the FFHQ way and downscaled to --lr-size (cli.align.align_inputs; the aligned HR crop is
@@ -72,7 +74,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="ort (default): ONNX Runtime on CPU; ort-cuda; tensorrt; torch: the PyTorch reference")
     b.add_argument("--artifacts", default=None, metavar="DIR",
                    help="pre-exported artefacts (`pulse-trt export`): no torch needed; generator, LR size and "
-                        "PULSE options come from their manifest")
+                        "PULSE options come from their manifest (--steps, --seed, --duplicates, --learning-rate "
+                        "and --lr-schedule may override it)")
     b.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where artefacts are exported on first use (default: $PULSE_TRT_CACHE or ~/.cache/pulse-trt/artifacts)")
     b.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -121,7 +124,9 @@ def _given_options(args: argparse.Namespace) -> dict:
 
 
 def _manifest_settings(args: argparse.Namespace):
-    """With --artifacts: the manifest, checked against every flag given beside it."""
+    """With --artifacts: (manifest, options of the run). Every flag given beside it is checked
+    against the manifest: a graph option must agree with it, a runtime option (steps, seed,
+    duplicates, learning_rate, lr_schedule) overrides the manifest's default."""
     from ..api import check_artifacts_match  # noqa: PLC0415
     from ..engine.manifest import load_manifest  # noqa: PLC0415
 
@@ -133,12 +138,14 @@ def _manifest_settings(args: argparse.Namespace):
     manifest = load_manifest(args.artifacts)
     check_artifacts_match(manifest, generator=args.generator, resolution=args.resolution, precision=args.precision)
     baked = manifest.options.to_dict()
-    for name, value in _given_options(args).items():
-        if baked[name] != value:
+    given = _given_options(args)
+    for name, value in given.items():
+        if name not in manifest.runtime_options and baked[name] != value:
             flag = OPTION_FLAGS[name][0]
-            raise PulseError(f"{flag} {value!r} disagrees with the artefacts in {args.artifacts} ({name}={baked[name]!r}): "
-                             "drop the flag, or export artefacts with it (`pulse-trt export`)")
-    return manifest
+            raise PulseError(f"{flag} {value!r} disagrees with the artefacts in {args.artifacts} ({name}={baked[name]!r}, "
+                             "baked into the graphs): drop the flag, or re-export artefacts with it (`pulse-trt export`)")
+    options = PulseOptions(**{**baked, **given})  # validated: PulseError on a bad value
+    return manifest, manifest.resolve_options(options)
 
 
 def _resolution(generator: str, resolution: int | None) -> int:
@@ -190,8 +197,8 @@ def run(args: argparse.Namespace) -> int:
     # 1. Options (and the artefacts' manifest, which fixes them).
     manifest = None
     if args.artifacts is not None:
-        manifest = _manifest_settings(args)
-        options, generator, resolution = manifest.options, manifest.spec.name, manifest.resolution
+        manifest, options = _manifest_settings(args)
+        generator, resolution = manifest.spec.name, manifest.resolution
     else:
         options = PulseOptions(**_given_options(args))  # validated: PulseError on a bad value
         generator = args.generator or "dcgan"
@@ -217,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     backends = {}
     try:
         for size in groups:
-            backends[size] = open_backend(args, size, None if manifest is not None else options, say)
+            backends[size] = open_backend(args, size, options, say)
         for backend in backends.values():
             backend.prepare()
         outdir.mkdir(parents=True, exist_ok=True)

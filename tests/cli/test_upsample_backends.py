@@ -103,6 +103,16 @@ def test_default_is_ort_exports_on_first_use_then_reuses(cli, tmp_path, dcgan_fa
     assert sorted(str(p.relative_to(cache)) for p in cache.rglob("*")) == listing
     assert json.loads((out / "face0_pulse.json").read_text())["artifacts_key"] == artifacts5.key
 
+    # Runtime options are not in the key: another --steps / --seed / --duplicates exports nothing.
+    rc, stdout, err = cli("upsample", dcgan_faces[0], "-o", out, "--steps", FAST_STEPS + 2, "--seed", 7,
+                          "--duplicates", 2, "--cache-dir", cache, "--overwrite")
+    assert rc == 0, err
+    assert calls == [(FAST_STEPS, 8, "fp32")] and "exporting" not in err
+    assert sorted(str(p.relative_to(cache)) for p in cache.rglob("*")) == listing
+    rec = json.loads((out / "face0_pulse.json").read_text())
+    assert rec["artifacts_key"] == artifacts5.key and rec["steps"] == FAST_STEPS + 2
+    assert rec["options"]["seed"] == 7 and rec["options"]["duplicates"] == 2
+
 
 # ---- no torch -----------------------------------------------------------------------------------
 
@@ -118,6 +128,18 @@ def test_artifacts_run_without_torch(tmp_path, dcgan_faces, artifacts5):
     assert (out / "pulse_grid.png").is_file() and (out / "face0_pulse_loss.png").is_file()
 
 
+def test_artifacts_take_runtime_options_without_torch(tmp_path, dcgan_faces, artifacts5):
+    """--seed / --steps override the manifest's defaults (5 steps, seed 0) on a torch-free run."""
+    out = tmp_path / "out"
+    rc, stdout, err = run_without_torch("upsample", dcgan_faces[0], "-o", out, "--artifacts", artifacts5.dir,
+                                        "--seed", 5, "--steps", 3, "-q")
+    assert rc == 0, err
+    rec = _records(out, ["face0"])["face0"]
+    assert rec["artifacts_key"] == artifacts5.key and rec["steps"] == 3 and rec["options"]["seed"] == 5
+    assert rec["options"]["eps"] == 2e-3 and rec["options"]["duplicates"] == 1
+    assert (out / "face0_pulse.png").is_file()
+
+
 def test_without_torch_and_without_artifacts_one_line_error(tmp_path, dcgan_faces):
     out = tmp_path / "out"
     env = dict(os.environ, PULSE_TRT_CACHE=str(tmp_path / "empty-cache"))
@@ -127,8 +149,8 @@ def test_without_torch_and_without_artifacts_one_line_error(tmp_path, dcgan_face
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--steps", "7"], ["--steps 7 disagrees with the artefacts", "steps=5"]),
-    (["--eps", "0.01"], ["--eps 0.01 disagrees"]),
+    (["--eps", "0.01"], ["--eps 0.01 disagrees with the artefacts", "eps=0.002", "re-export"]),
+    (["--seed", "5", "--opt-name", "sgd"], ["--opt-name 'sgd' disagrees", "opt_name='adam'"]),
     (["--tile-latent"], ["--tile-latent True disagrees"]),
     (["--generator", "stylegan1"], ["exported for generator dcgan, not stylegan1"]),
     (["--precision", "fp16"], ["exported in fp32, not fp16"]),

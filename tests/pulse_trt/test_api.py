@@ -89,9 +89,11 @@ def test_given_artifacts_need_no_lr_size_and_must_match(art):
     assert (p.generator, p.lr_size, p.resolution, p.precision, p.options) == ("dcgan", 8, 64, "fp32", PulseOptions(steps=STEPS))
     assert p.key == p.manifest.key and p.artifacts_dir == art
     Pulse(artifacts=art, generator="dcgan", lr_size=8, resolution=64, precision="fp32", options=PulseOptions(steps=STEPS))
+    # runtime options are a run's choice: no mismatch
+    assert Pulse(artifacts=art, options=PulseOptions(seed=3)).options == PulseOptions(seed=3)
     for kwargs, words in [({"lr_size": 16}, "take 8x8 inputs, not 16x16"),
-                          ({"options": PulseOptions()}, "steps=100 (artefacts: 5)"),
-                          ({"options": PulseOptions(steps=STEPS, seed=3)}, "seed=3 (artefacts: 0)"),
+                          ({"options": PulseOptions(eps=0.01)}, "eps=0.01 (artefacts: 0.002)"),
+                          ({"options": PulseOptions(steps=STEPS, opt_name="sgd")}, "opt_name='sgd' (artefacts: 'adam')"),
                           ({"generator": "stylegan1"}, "for generator dcgan, not stylegan1"),
                           ({"precision": "bf16"}, "in fp32, not bf16"),
                           ({"backend": "torch"}, "backend torch runs the PyTorch reference"),
@@ -119,6 +121,40 @@ def test_second_instance_finds_the_cache_and_exports_nothing(art, cache, monkeyp
     with Pulse(lr_size=8, options=PulseOptions(steps=STEPS), cache_dir=cache, log=log.append) as p:
         assert p.artifacts_dir == art and p.exported is False and log == []
     assert sorted(p.name for p in cache.iterdir()) == listing
+
+
+def test_other_runtime_options_reuse_the_cached_artefacts(art, cache, faces, monkeypatch):
+    """steps / seed / duplicates other than the cached export's: the same key and directory, no
+    export; the search runs with the instance's options (records say so), and the given
+    artefacts accept the same options, with the same result."""
+    from pulse_trt.export import onnx_export  # noqa: PLC0415
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_export, "export_cached", no_export)
+    o = PulseOptions(steps=3, seed=7, duplicates=2)
+    with Pulse(lr_size=8, options=o, cache_dir=cache) as p:
+        assert p.artifacts_dir == art and p.exported is False and p.manifest.options.steps == STEPS
+        a = p.search(faces[:2])
+    with Pulse(artifacts=art, options=o) as q:
+        b = q.search(faces[:2])
+    for ra, rb in zip(a, b):
+        assert len(ra.history["TOTAL"]) == 3 and ra.record["steps"] == 3 and ra.record["options"] == o.to_dict()
+        np.testing.assert_array_equal(ra.hr, rb.hr)
+
+
+def test_runtime_options_match_the_torch_reference(art, faces):
+    """The cached steps-5 artefacts run with steps 8, seed 4 give the per-step losses of the
+    PyTorch reference (export/reference.py pulse_search, backend torch) with those options."""
+    o = PulseOptions(steps=8, seed=4)
+    with Pulse(artifacts=art, options=o) as p:
+        got = p.search(faces[:2])
+    ref = Pulse(lr_size=8, options=o, backend="torch").search(faces[:2])
+    for a, b in zip(ref, got):
+        assert len(b.history["TOTAL"]) == 8
+        for term in ("L2", "TOTAL"):
+            np.testing.assert_allclose(b.history[term][:6], a.history[term][:6], rtol=1e-4)
 
 
 # ---- searching ----------------------------------------------------------------------------------
