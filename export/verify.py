@@ -83,24 +83,32 @@ def random_inputs(infos: list[TensorInfo], batch: int, seed: int = 0) -> dict[st
     return {info.name: out[info.name] for info in infos}
 
 
+def _comparable(got, ref) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both as float64, or None when they cannot match: other shapes, or NaN in got only."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if got.shape != ref.shape or (np.isnan(got).any() and not np.isnan(ref).any()):
+        return None
+    return got, ref
+
+
 def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
     """max|got - ref| / max|ref| (inf when shapes differ or got has NaN where ref has none)."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    if got.shape != ref.shape:
+    pair = _comparable(got, ref)
+    if pair is None:
         return float("inf")
-    if np.isnan(got).any() and not np.isnan(ref).any():
-        return float("inf")
-    scale = max(float(np.nanmax(np.abs(ref))) if ref.size else 0.0, 1e-12)
-    return float(np.nanmax(np.abs(got - ref)) / scale) if ref.size else 0.0
+    got, ref = pair
+    if not ref.size:
+        return 0.0
+    scale = max(float(np.nanmax(np.abs(ref))), 1e-12)
+    return float(np.nanmax(np.abs(got - ref)) / scale)
 
 
 def norm_relative_error(got: np.ndarray, ref: np.ndarray) -> float:
     """||got - ref||_2 / ||ref||_2 (inf when shapes differ or got has NaN where ref has none)."""
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    if got.shape != ref.shape:
+    pair = _comparable(got, ref)
+    if pair is None:
         return float("inf")
-    if np.isnan(got).any() and not np.isnan(ref).any():
-        return float("inf")
+    got, ref = pair
     if not ref.size:
         return 0.0
     diff = np.nan_to_num(got - ref)

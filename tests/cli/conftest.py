@@ -68,17 +68,6 @@ def fake_runner(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def dcgan():
-    """The embedded 64 px dcgan (skips while it is not available)."""
-    try:
-        from pulse_trt.export.generators import load_generator  # noqa: PLC0415
-
-        return load_generator("dcgan")
-    except (ImportError, FileNotFoundError) as e:
-        pytest.skip(f"dcgan not available: {e}")
-
-
-@pytest.fixture(scope="session")
 def dcgan_faces(dcgan, tmp_path_factory):
     """Three 8x8 PNGs made by the dcgan itself: seeded latents -> 64 px faces -> PULSE's bicubic
     downscale -> 8-bit. Returns their paths (face0.png, face1.png, face2.png)."""

@@ -27,16 +27,19 @@ def _export(tmp_path_factory, name: str, generator, lr_size: int, **options):
 
 
 @pytest.fixture(scope="session")
-def dcgan_generator():
-    try:
-        from pulse_trt.export.generators import load_generator  # noqa: PLC0415
-
-        return load_generator("dcgan")
-    except (ImportError, FileNotFoundError) as e:
-        pytest.skip(f"dcgan not available: {e}")
+def dcgan_dir(tmp_path_factory, dcgan):
+    """The embedded dcgan exported at lr 8 (x8), default options (100 steps)."""
+    return _export(tmp_path_factory, "dcgan8", dcgan, 8)
 
 
 @pytest.fixture(scope="session")
-def dcgan_dir(tmp_path_factory, dcgan_generator):
-    """The embedded dcgan exported at lr 8 (x8), default options (100 steps)."""
-    return _export(tmp_path_factory, "dcgan8", dcgan_generator, 8)
+def small_stylegan():
+    """A small stylegan1: random weights, 16 px, 8 channels, 16-dim latent."""
+    gens = pytest.importorskip("pulse_trt.export.generators")
+    return gens.StyleGAN1Generator(resolution=16, fmaps=lambda r: 8, latent_dim=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def stylegan_dir(tmp_path_factory, small_stylegan):
+    """The small stylegan1 exported at lr 4 (x4), duplicates 2."""
+    return _export(tmp_path_factory, "sg16", small_stylegan, 4, duplicates=2)

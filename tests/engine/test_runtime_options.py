@@ -129,7 +129,7 @@ def test_engine_search_and_upsample_take_options(toy_dir):
 
 
 @pytest.mark.slow
-def test_dcgan_with_other_seed_and_steps_matches_the_torch_reference(dcgan_generator, dcgan_dir):
+def test_dcgan_with_other_seed_and_steps_matches_the_torch_reference(dcgan, dcgan_dir):
     """The exported dcgan (manifest: 100 steps, seed 0, duplicates 1) run with steps 12, seed 7,
     duplicates 2: the per-step terms of pulse_search with those options. Step 0 checks the starts
     (seed, rows), the next steps the schedule (lr_at over 12 steps, not 100). Compared over the
@@ -142,7 +142,7 @@ def test_dcgan_with_other_seed_and_steps_matches_the_torch_reference(dcgan_gener
     assert (m.options.steps, m.options.seed, m.options.duplicates) == (100, 0, 1)
     o = replace(m.options, steps=12, seed=7, duplicates=2)
     y = np.random.default_rng(11).uniform(0.2, 0.8, (2, 3, 8, 8)).astype(np.float32)
-    ref = pulse_search(dcgan_generator, y, o)
+    ref = pulse_search(dcgan, y, o)
     with OrtRunner(m) as r:
         got = run_search(r, y, options=o)
         default = run_search(r, y, batch_size=2)

@@ -20,25 +20,12 @@ from pulse_trt.engine.manifest import load_manifest  # noqa: E402
 from pulse_trt.engine.runner_ort import OrtRunner  # noqa: E402
 from pulse_trt.engine.state import job_rows  # noqa: E402
 
-from conftest import _export  # noqa: E402
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def small_stylegan():
-    gens = pytest.importorskip("pulse_trt.export.generators")
-    return gens.StyleGAN1Generator(resolution=16, fmaps=lambda r: 8, latent_dim=16, seed=0)
-
-
-@pytest.fixture(scope="session")
-def stylegan_dir(tmp_path_factory, small_stylegan):
-    return _export(tmp_path_factory, "sg16", small_stylegan, 4, duplicates=2)
 
 
 def _cases(request):
     if request.param == "dcgan":
-        return request.getfixturevalue("dcgan_generator"), request.getfixturevalue("dcgan_dir")
+        return request.getfixturevalue("dcgan"), request.getfixturevalue("dcgan_dir")
     return request.getfixturevalue("small_stylegan"), request.getfixturevalue("stylegan_dir")
 
 

@@ -1,5 +1,5 @@
-"""Fixtures of the export tests: tiny generators (tests/export/tiny_generator.py) and, when the
-real registry exists, the embedded dcgan."""
+"""Fixtures of the export tests: tiny generators (tests/export/tiny_generator.py); the embedded
+dcgan comes from tests/conftest.py."""
 from __future__ import annotations
 
 import pytest
@@ -17,16 +17,3 @@ def tiny_style() -> TinyStyleGenerator:
 def tiny_vector() -> TinyVectorGenerator:
     """16 px single-vector generator: num_ws=1, no mapping, no noise."""
     return TinyVectorGenerator()
-
-
-@pytest.fixture(scope="session")
-def dcgan():
-    """The embedded 64 px dcgan, or a skip while export/generators/dcgan.py is not there."""
-    try:
-        from pulse_trt.export.generators import load_generator  # noqa: PLC0415
-    except ImportError:
-        pytest.skip("export.generators.load_generator not written yet")
-    try:
-        return load_generator("dcgan")
-    except (ImportError, FileNotFoundError) as e:  # weights or module missing
-        pytest.skip(f"dcgan not available: {e}")
