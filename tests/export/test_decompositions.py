@@ -10,6 +10,9 @@ from pulse_trt.export import decompositions as dec
 CONV_CASES = [  # (cin, cout, k, stride, padding, dilation, groups, size)
     (3, 4, 3, 1, 1, 1, 1, 9), (4, 6, 3, 2, 1, 1, 2, 10), (6, 6, 3, 2, 0, 2, 6, 13),
     (2, 5, (3, 1), (2, 1), (1, 0), 1, 1, 8), (4, 4, 4, 3, 2, 1, 4, 11), (3, 6, 1, 1, 0, 1, 3, 5),
+    # stride 1, groups 1: the input gradient as a conv with the flipped kernel
+    (3, 5, 3, 1, 0, 1, 1, 7), (4, 2, 3, 1, 2, 2, 1, 9), (2, 3, (3, 1), 1, (1, 0), 1, 1, 6), (3, 3, 5, 1, 2, 1, 1, 8),
+    (2, 4, 1, 1, 1, 1, 1, 5),  # padding > d (k - 1): back to conv_transpose
 ]
 
 
@@ -109,3 +112,49 @@ def test_traced_gradient_has_no_backward_ops():
     x = torch.randn(3, 3, 8, 8, requires_grad=True)
     (ref,) = torch.autograd.grad(f(x), x)
     torch.testing.assert_close(gm(x.detach()), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_stride1_input_grad_is_a_plain_conv():
+    """At stride 1 (groups 1) the input gradient is traced as a regular convolution with the
+    flipped kernel; strided and grouped ones stay transposed convolutions (transposed flag)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def traced(stride, groups):
+        w = torch.randn(6, 6 // groups, 3, 3)
+        gm = make_fx(torch.func.grad(lambda x: F.conv2d(x, w, None, stride, 1, 1, groups).sum()),
+                     decomposition_table=dec.decomposition_table())(torch.randn(1, 6, 8, 8))
+        return [n.args[6] for n in gm.graph.nodes if n.target == torch.ops.aten.convolution.default]
+
+    assert traced(1, 1) == [False, False]  # forward conv, input-gradient conv
+    assert sorted(traced(2, 1)) == [False, True]
+    assert sorted(traced(1, 3)) == [False, True]
+
+
+@pytest.mark.parametrize("slope", [0.2, 0.01, 0.7])
+def test_leaky_relu_backward_matches_autograd_exactly(slope):
+    x = torch.randn(3, 4, 5, 6)
+    x[0, 0, 0, :3] = 0.0  # the kink: slope, as in torch
+    gy = torch.randn(x.shape)
+    xr = x.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(F.leaky_relu(xr, slope), xr, gy)
+    assert torch.equal(dec.leaky_relu_backward(gy, x, slope, False), ref)
+
+
+def test_threshold_backward_matches_autograd_exactly():
+    x = torch.randn(3, 4, 5, 6)
+    x[0, 0, 0, :3] = 0.0
+    gy = torch.randn(x.shape)
+    xr = x.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(F.relu(xr), xr, gy)
+    assert torch.equal(dec.threshold_backward(gy, x, 0.0), ref)
+
+
+@pytest.mark.parametrize("exponent", [1, 2, 3, 2.0])
+def test_small_integer_powers_are_products_bit_exact(exponent):
+    x = torch.randn(4, 1000, dtype=torch.float32) * 10
+    assert torch.equal(dec.pow_small_integer(x, exponent), torch.pow(x, exponent))
+
+
+def test_other_powers_stay_pow():
+    assert dec.pow_small_integer(torch.randn(3), 0.5) is NotImplemented
+    assert dec.pow_small_integer(torch.randn(3), -1) is NotImplemented
