@@ -52,3 +52,22 @@ def test_markdown_of_empty_result():
 def test_unknown_backend():
     with pytest.raises(PulseError, match="unknown backend"):
         run_bench(Workload(steps=1, batches=(1,), repeats=1), ("nope",), device="cpu")
+
+
+def test_peak_recorded_and_named(tiny_result):
+    """The matmul peak behind the FLOP-floor column is in the JSON and under the table."""
+    peak = tiny_result["peak_flops"]["fp32"]
+    assert peak > 1e9
+    r = tiny_result["rows"][0]
+    assert r["flop_floor_fraction"] == pytest.approx(r["flops_per_step"] / (r["ms_per_step"] / 1000) / peak, rel=1e-2)
+    assert f"fp32 {peak / 1e9:.0f} GFLOP/s" in to_markdown(tiny_result)
+
+
+def test_cpu_peak_takes_the_faster_library(monkeypatch):
+    """CPU: the larger of torch's and ONNX Runtime's matmul rates, whichever it is."""
+    import pulse_trt.bench as bench
+
+    monkeypatch.setattr(bench, "_ort_matmul_flops", lambda n: 1e15)
+    assert bench.peak_flops("cpu", "fp32") == 1e15
+    monkeypatch.setattr(bench, "_ort_matmul_flops", lambda n: 1.0)
+    assert 1e9 < bench.peak_flops("cpu", "fp32") < 1e15
