@@ -72,7 +72,7 @@ def test_torch_export_of_losses_downscale_is_rewritten():
         def forward(self, x):
             return downscale(x, 8)
 
-    prog = torch.onnx.export(D(), (torch.rand(2, 3, 64, 64),), dynamo=True, opset_version=18,
+    prog = torch.onnx.export(D().eval(), (torch.rand(2, 3, 64, 64),), dynamo=True, opset_version=18,
                              dynamic_shapes=({0: torch.export.Dim("B")},))
     out = replace_downsample_loss(prog.model_proto)
     assert [(n.op_type, n.domain) for n in out.graph.node] == [("downscale", NAMESPACE)]
