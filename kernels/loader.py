@@ -21,7 +21,8 @@ from pathlib import Path
 
 from ..engine.errors import PulseError
 
-BUILD_HINT = "build the kernels with: cmake -S . -B build && cmake --build build"
+BUILD_HINT = ("build the kernels with: cmake -S . -B build && cmake --build build (in a checkout of "
+              "pulse-trt), or set PULSE_TRT_KERNELS to a built pulse_kernels.fatbin")
 ENV_VAR = "PULSE_TRT_KERNELS"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SASS_ARCHS = (75, 80, 86, 87, 89, 90)   # CMakeLists.txt: PULSE_SASS_ARCHS
