@@ -143,12 +143,7 @@ def peak_flops(device: str, precision: str) -> float:
             torch.cuda.synchronize()
 
     best = 2 * n**3 / _median_seconds(torch_matmul)
-    if device == "cpu":
-        try:
-            best = max(best, _ort_matmul_flops(n))
-        except ImportError:
-            pass
-    return best
+    return max(best, _ort_matmul_flops(n)) if device == "cpu" else best
 
 
 def _targets(generator, lr_size: int, n: int, seed: int) -> np.ndarray:
