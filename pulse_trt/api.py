@@ -40,9 +40,12 @@ from .engine.result import ImageResult
 
 BACKENDS = ("ort", "ort-cuda", "tensorrt", "torch")
 DEFAULT_BACKEND = "ort"
-GENERATORS = ("dcgan", "stylegan1")
+GENERATORS = ("dcgan", "stylegan1", "mobilestylegan")
 PRECISIONS = ("fp32", "fp16", "bf16")
-DEFAULT_RESOLUTION = {"dcgan": 64, "stylegan1": 1024}
+DEFAULT_RESOLUTION = {"dcgan": 64, "stylegan1": 1024, "mobilestylegan": 1024}
+FIXED_RESOLUTION = ("dcgan", "mobilestylegan")  # generators with one output size
+NOISELESS = ("dcgan", "mobilestylegan")  # generators without noise inputs: PULSE's noise options do not apply
+NOISE_OPTIONS = ("noise_type", "num_trainable_noise_layers", "bad_noise_layers")
 CACHE_ENV = "PULSE_TRT_CACHE"
 DEFAULT_CACHE = Path("~/.cache/pulse-trt/artifacts")
 EXPORT_HINT = "pip install 'pulse-trt[export]'"
@@ -102,11 +105,17 @@ class Pulse:
     """PULSE with one generator, one LR size, one option set and one backend.
 
     Args:
-        generator:  "dcgan" (embedded, 64 px) or "stylegan1" (PULSE's FFHQ generator, needs
-                    `weights`). Default: the manifest's with `artifacts`, else "dcgan".
-        weights:    generator weights (stylegan1: PULSE's synthesis.pt); default the embedded dcgan.
+        generator:  "dcgan" (embedded, 64 px), "stylegan1" (PULSE's FFHQ generator, needs
+                    `weights`) or "mobilestylegan" (MobileStyleGAN 1024, weights fetched from a
+                    pinned PyPI wheel on first use: pulse_trt.weights). Default: the manifest's with
+                    `artifacts`, else "dcgan".
+        weights:    generator weights (stylegan1: PULSE's synthesis.pt; mobilestylegan: the
+                    random-face wheel, its data/ folder or the converted .safetensors, default
+                    the cached conversion); default the embedded dcgan.
         mapping:    stylegan1 mapping weights (PULSE's mapping.pt).
-        resolution: stylegan1 output side (default 1024; dcgan is always 64).
+        resolution: stylegan1 output side (default 1024; dcgan is always 64, mobilestylegan 1024).
+        weights_dir: where fetched weights are cached (default $PULSE_TRT_WEIGHTS, else
+                    ~/.cache/pulse-trt/weights).
         lr_size:    side of the LR inputs; must divide the resolution. Required unless
                     `artifacts` is given (then the manifest's).
         options:    engine.options.PulseOptions; default PulseOptions() (the manifest's with
@@ -135,6 +144,7 @@ class Pulse:
 
     def __init__(self, generator: str | None = None, *, weights=None, mapping=None, resolution: int | None = None,
                  lr_size: int | None = None, options: PulseOptions | None = None, backend: str = DEFAULT_BACKEND,
+                 weights_dir=None,
                  precision: str | None = None, artifacts=None, cache_dir=None, batch_size: int = 8,
                  device: str | None = None, log: Callable[[str], None] | None = None, export_progress: bool = False,
                  **runner_options):
@@ -158,6 +168,7 @@ class Pulse:
         self._lock = threading.Lock()
         self._runner = None
         self._torch_generator = None
+        self._resolved_weights = None
         self.manifest = None
         self.artifacts_dir: Path | None = None
         self.exported = False  # True when this instance ran an export (a cache miss)
@@ -182,6 +193,9 @@ class Pulse:
 
         self.generator = generator or "dcgan"
         self.weights, self.mapping = weights, mapping
+        self.weights_dir = weights_dir
+        if self.generator == "mobilestylegan" and mapping is not None:
+            raise PulseError("mobilestylegan's mapping network is part of its weights: drop --mapping")
         self.resolution = self._resolution(self.generator, resolution)
         if lr_size is None:
             raise PulseError("lr_size is required (the side of the LR inputs) unless artifacts are given")
@@ -192,6 +206,12 @@ class Pulse:
                              f"use one of {', '.join(map(str, valid_sizes(self.resolution)))}")
         self.lr_size = lr_size
         self.options = options if options is not None else PulseOptions()
+        if self.generator in NOISELESS:
+            defaults = PulseOptions()
+            changed = [k for k in NOISE_OPTIONS if getattr(self.options, k) != getattr(defaults, k)]
+            if changed:
+                flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+                raise PulseError(f"{self.generator} has no noise inputs, so {flags} do not apply: drop them")
         if self.precision is None:
             self.precision = "fp32"
         if backend == "torch" and self.precision != "fp32":
@@ -215,8 +235,9 @@ class Pulse:
     def _resolution(generator: str, resolution: int | None) -> int:
         if resolution is None:
             return DEFAULT_RESOLUTION[generator]
-        if generator == "dcgan" and resolution != DEFAULT_RESOLUTION["dcgan"]:
-            raise PulseError(f"resolution {resolution}: dcgan makes 64x64 faces only (resolution is for stylegan1)")
+        if generator in FIXED_RESOLUTION and resolution != DEFAULT_RESOLUTION[generator]:
+            side = DEFAULT_RESOLUTION[generator]
+            raise PulseError(f"resolution {resolution}: {generator} makes {side}x{side} faces only (resolution is for stylegan1)")
         if not isinstance(resolution, int) or resolution < 8 or resolution & (resolution - 1):
             raise PulseError(f"resolution must be a power of two >= 8, got {resolution!r}")
         return resolution
@@ -232,7 +253,12 @@ class Pulse:
         if self.manifest is not None:
             d["weights_sha256"] = self.manifest.raw.get("generator", {}).get("weights_sha256")
         if not self.given_artifacts:
-            d["weights"] = str(self.weights) if self.weights else ("embedded" if self.generator == "dcgan" else None)
+            d["weights"] = str(self.weights) if self.weights else {"dcgan": "embedded"}.get(self.generator)
+            if self.generator == "mobilestylegan" and self._resolved_weights is not None:
+                from .weights import provenance  # noqa: PLC0415
+
+                d["weights"] = str(self._resolved_weights)
+                d["provenance"] = provenance(self._resolved_weights)
             d["mapping"] = str(self.mapping) if self.mapping else None
         return d
 
@@ -283,7 +309,15 @@ class Pulse:
             kwargs["mapping"] = self.mapping
         if self.generator == "stylegan1":
             kwargs["resolution"] = self.resolution
-        return load_generator(self.generator, self.weights, **kwargs).eval()
+        weights = self.weights
+        if self.generator == "mobilestylegan":
+            from .weights import resolve_weights  # noqa: PLC0415
+
+            if self._resolved_weights is None:
+                self._resolved_weights = resolve_weights("mobilestylegan", self.weights, cache_dir=self.weights_dir,
+                                                         log=self._log)
+            weights = self._resolved_weights
+        return load_generator(self.generator, weights, **kwargs).eval()
 
     def _export(self) -> None:
         """Find the artefacts of (generator, weights, graph options, lr size, precision) in the

@@ -1,7 +1,8 @@
-"""Generators PULSE can search: `dcgan` (the embedded default) and `stylegan1`.
+"""Generators PULSE can search: `dcgan` (the embedded default), `stylegan1` and `mobilestylegan`.
 
     load_generator("dcgan")                                   # vendored 64 px weights, no download
     load_generator("stylegan1", "synthesis.pt", mapping="mapping.pt")   # PULSE's 1024 px FFHQ files
+    load_generator("mobilestylegan", "mobilestylegan1024.safetensors")  # converted by pulse_trt.weights
     weights_sha256(generator)                                 # for caches and manifests
 """
 from __future__ import annotations
@@ -15,12 +16,13 @@ from ...engine.errors import PulseError
 from ..checkpoints import copy_strict, load_checkpoint, state_sha256
 from .base import Generator
 from .dcgan import DCGANGenerator, dcgan_state_from_checkpoint
+from .mobilestylegan import MobileStyleGANGenerator, load_mobilestylegan
 from .stylegan1 import StyleGAN1Generator, load_stylegan1
 
-GENERATORS = ("dcgan", "stylegan1")
+GENERATORS = ("dcgan", "stylegan1", "mobilestylegan")
 DCGAN_WEIGHTS = "dcgan64_faces.safetensors"
 
-__all__ = ["GENERATORS", "Generator", "DCGANGenerator", "StyleGAN1Generator", "embedded_weights",
+__all__ = ["GENERATORS", "Generator", "DCGANGenerator", "MobileStyleGANGenerator", "StyleGAN1Generator", "embedded_weights",
            "load_generator", "weights_sha256"]
 
 
@@ -48,14 +50,16 @@ def load_generator(name: str, weights: str | Path | None = None, *, mapping: str
                        gan-face-generate checkpoint or a tutorial DCGAN state (BatchNorm folded
                        on load). stylegan1: required; PULSE's synthesis.pt or the prefixed
                        `g_synthesis.`/`g_mapping.` layout (checkpoints.split_stylegan1_state).
+                       mobilestylegan: required; the safetensors file pulse_trt.weights converts
+                       from the random-face wheel's IR (resolve_weights fetches it).
         mapping:       stylegan1 only: PULSE's mapping.pt (not needed when `weights` holds
                        `g_mapping.*`).
         resolution:    stylegan1 only: output side, power of 2 >= 8 (default 1024).
         fmaps:         stylegan1 only: channels per side {R: C}; default FFHQ's.
-        fit_cache_dir: stylegan1 only: where the Gaussian fit is cached (default: beside the
-                       mapping weights).
-        fit_samples:   stylegan1 only: samples of the Gaussian fit (PULSE: 1,000,000).
-        fit_seed:      stylegan1 only: seed of the Gaussian fit (PULSE: 0).
+        fit_cache_dir: stylegan1 / mobilestylegan: where the Gaussian fit is cached (default:
+                       beside the mapping weights).
+        fit_samples:   stylegan1 / mobilestylegan: samples of the Gaussian fit (PULSE: 1,000,000).
+        fit_seed:      stylegan1 / mobilestylegan: seed of the Gaussian fit (PULSE: 0).
         device:        torch device of the returned generator.
     Raises:
         PulseError (one line): unknown name, missing or unreadable file, a key missing,
@@ -72,6 +76,16 @@ def load_generator(name: str, weights: str | Path | None = None, *, mapping: str
         generator = DCGANGenerator()
         copy_strict(generator.state_dict(), state, source)
         return generator.to(device)
+    if name == "mobilestylegan":
+        if mapping is not None:
+            raise PulseError("mobilestylegan's mapping network is inside its weights file; drop the mapping weights")
+        if resolution not in (1024, None):
+            raise PulseError(f"mobilestylegan makes 1024x1024 faces only, not {resolution}")
+        if weights is None or Path(weights).suffix != ".safetensors":
+            raise PulseError("mobilestylegan needs its converted weights file (.safetensors); "
+                             "pulse_trt.weights.resolve_weights fetches and converts them")
+        return load_mobilestylegan(weights, fit_cache_dir=fit_cache_dir, fit_samples=fit_samples,
+                                   fit_seed=fit_seed, device=device)
     if weights is None:
         raise PulseError("stylegan1 weights are not embedded: pass weights=PATH (PULSE's synthesis.pt) "
                          "and mapping=PATH (mapping.pt)")

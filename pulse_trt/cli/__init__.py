@@ -14,7 +14,7 @@ import sys
 from .. import __version__
 from ..engine.errors import PulseError
 
-COMMANDS = ("upsample", "align", "export", "bench")
+COMMANDS = ("upsample", "align", "export", "bench", "weights")
 DEBUG_ENV = "PULSE_TRT_DEBUG"
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug of ours (1 is upsample --strict's miss, 2 an error)
 

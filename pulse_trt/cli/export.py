@@ -3,6 +3,7 @@
     pulse-trt export --generator dcgan --lr-size 8 -o artefacts/dcgan8
     pulse-trt export --generator stylegan1 --weights synthesis.pt --mapping mapping.pt --lr-size 32 \
         --precision fp16 --trt-engine -o artefacts/sg1-32
+    pulse-trt export --generator mobilestylegan --lr-size 32 -o artefacts/msg32   # weights fetched once
 """
 from __future__ import annotations
 
@@ -19,8 +20,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("export", help="trace PULSE into ONNX artefacts (needs torch)",
                               description="Trace one PULSE iteration and the render pass into ONNX (docs/artifacts.md), "
                                           "verify them against PyTorch and check TensorRT compatibility.")
-    p.add_argument("--generator", choices=("dcgan", "stylegan1"), default="dcgan", help="generator (default: dcgan, embedded)")
-    p.add_argument("--weights", type=Path, help="generator weights (stylegan1: PULSE's synthesis.pt)")
+    p.add_argument("--generator", choices=("dcgan", "stylegan1", "mobilestylegan"), default="dcgan",
+                   help="generator (default: dcgan, embedded; mobilestylegan: fetched on first use)")
+    p.add_argument("--weights", type=Path, help="generator weights (stylegan1: PULSE's synthesis.pt; mobilestylegan: "
+                                                "the random-face wheel, its data/ folder or our .safetensors)")
+    p.add_argument("--weights-dir", type=Path, default=None,
+                   help="where fetched weights are cached (default: $PULSE_TRT_WEIGHTS or ~/.cache/pulse-trt/weights)")
     p.add_argument("--mapping", type=Path, help="stylegan1 mapping weights (PULSE's mapping.pt)")
     p.add_argument("--resolution", type=int, default=1024, help="stylegan1 output side (default: 1024)")
     p.add_argument("--lr-size", type=int, required=True, help="side of the low-resolution inputs (divides the resolution)")
@@ -46,9 +51,17 @@ def run(args: argparse.Namespace) -> int:
     from ..export.generators import load_generator  # noqa: PLC0415
     from ..export.onnx_export import export_artifacts  # noqa: PLC0415
 
-    if args.generator == "dcgan" and (args.mapping is not None):
-        raise PulseError("dcgan has no mapping network; drop --mapping")
-    generator = load_generator(args.generator, args.weights, mapping=args.mapping,
+    if args.generator in ("dcgan", "mobilestylegan") and (args.mapping is not None):
+        raise PulseError(f"{args.generator} has no separate mapping file; drop --mapping")
+    weights = args.weights
+    if args.generator == "mobilestylegan":
+        import sys  # noqa: PLC0415
+
+        from ..weights import resolve_weights  # noqa: PLC0415
+
+        weights = resolve_weights("mobilestylegan", weights, cache_dir=args.weights_dir,
+                                  log=lambda msg: print(f"pulse-trt: {msg}", file=sys.stderr))
+    generator = load_generator(args.generator, weights, mapping=args.mapping,
                                **({"resolution": args.resolution} if args.generator == "stylegan1" else {}))
     out = export_artifacts(generator, options, args.lr_size, args.output, precision=args.precision,
                            verify=not args.no_verify, allow_unsupported=args.allow_unsupported_ops,

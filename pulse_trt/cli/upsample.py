@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..api import BACKENDS, DEFAULT_BACKEND, DEFAULT_RESOLUTION, GENERATORS, PRECISIONS, Pulse
+from ..api import BACKENDS, DEFAULT_BACKEND, DEFAULT_RESOLUTION, FIXED_RESOLUTION, GENERATORS, PRECISIONS, Pulse
 from ..engine.bicubic import downscale
 from ..engine.errors import PulseError
 from ..engine.images import expand_inputs, from_chw01, load_image, png_bytes, write_files_atomic
@@ -51,7 +51,7 @@ from .options import add_pulse_options
 
 GRID_MAX_ROWS = 16  # the comparison grid shows at most this many inputs (the first ones)
 GRID_MIN_CELL = 192  # grid cells of small outputs (dcgan's 64 px) are enlarged to this side
-ALIGN_DEFAULT_LR = {"dcgan": 8, "stylegan1": 32}  # --align without --lr-size (stylegan1: PULSE's 32)
+ALIGN_DEFAULT_LR = {"dcgan": 8, "stylegan1": 32, "mobilestylegan": 32}  # --align without --lr-size (PULSE's 32 at 1024)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -65,10 +65,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", dest="output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     g = p.add_argument_group("generator")
     g.add_argument("--generator", choices=GENERATORS, default=None,
-                   help="dcgan (default): the embedded 64 px generator; stylegan1: PULSE's FFHQ StyleGAN (needs --weights)")
-    g.add_argument("--weights", default=None, help="generator weights (stylegan1: PULSE's synthesis.pt); default: the embedded dcgan")
+                   help="dcgan (default): the embedded 64 px generator; mobilestylegan: MobileStyleGAN 1024 (realistic "
+                        "1024x1024 portraits; weights fetched from a pinned PyPI wheel on first use, non-commercial "
+                        "licence); stylegan1: PULSE's FFHQ StyleGAN (needs --weights)")
+    g.add_argument("--weights", default=None,
+                   help="generator weights (stylegan1: PULSE's synthesis.pt; mobilestylegan: the random-face wheel, its "
+                        "data/ folder or our .safetensors; default: the embedded dcgan / the fetched mobilestylegan)")
+    g.add_argument("--weights-dir", default=None, metavar="DIR",
+                   help="where fetched weights are cached (default: $PULSE_TRT_WEIGHTS or ~/.cache/pulse-trt/weights)")
     g.add_argument("--mapping", default=None, help="stylegan1 mapping network (PULSE's mapping.pt), for the Gaussian fit")
-    g.add_argument("--resolution", type=int, default=None, help="stylegan1 output side (default 1024; dcgan is always 64)")
+    g.add_argument("--resolution", type=int, default=None,
+                   help="stylegan1 output side (default 1024; dcgan is always 64, mobilestylegan 1024)")
     b = p.add_argument_group("backend")
     b.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help="ort (default): ONNX Runtime on CPU; ort-cuda; tensorrt; torch: the PyTorch reference")
@@ -87,7 +94,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="INPUTs are photos: align every face the FFHQ way (dlib) and downscale it to --lr-size; "
                         "writes the aligned input and HR crop, and PSNR/SSIM against the crop")
     a.add_argument("--lr-size", type=int, default=None, metavar="N",
-                   help="with --align: side of the LR input (default: 8 for dcgan, 32 for stylegan1; "
+                   help="with --align: side of the LR input (default: 8 for dcgan, 32 for stylegan1 and mobilestylegan; "
                         "the artefacts' with --artifacts)")
     r = p.add_argument_group("run")
     r.add_argument("--batch-size", type=int, default=1, help="inputs searched together, each with --duplicates restarts (default: 1)")
@@ -116,6 +123,7 @@ def open_backend(args: argparse.Namespace, lr_size: int, options: PulseOptions |
     return Pulse(args.generator, weights=args.weights, mapping=args.mapping, resolution=args.resolution,
                  lr_size=lr_size, options=options, backend=args.backend, precision=args.precision,
                  artifacts=args.artifacts, cache_dir=args.cache_dir, batch_size=args.batch_size, device=args.device,
+                 weights_dir=args.weights_dir,
                  log=log, export_progress=not args.quiet)
 
 
@@ -132,7 +140,8 @@ def _manifest_settings(args: argparse.Namespace):
 
     if args.backend == "torch":
         raise PulseError("--backend torch runs the PyTorch reference, not artefacts: drop --artifacts or use --backend ort")
-    for flag, value in (("--weights", args.weights), ("--mapping", args.mapping), ("--cache-dir", args.cache_dir)):
+    for flag, value in (("--weights", args.weights), ("--mapping", args.mapping), ("--cache-dir", args.cache_dir),
+                        ("--weights-dir", args.weights_dir)):
         if value is not None:
             raise PulseError(f"{flag} has no effect with --artifacts (the artefacts hold the generator): drop it")
     manifest = load_manifest(args.artifacts)
@@ -151,8 +160,9 @@ def _manifest_settings(args: argparse.Namespace):
 def _resolution(generator: str, resolution: int | None) -> int:
     if resolution is None:
         return DEFAULT_RESOLUTION[generator]
-    if generator == "dcgan" and resolution != DEFAULT_RESOLUTION["dcgan"]:
-        raise PulseError(f"--resolution {resolution}: dcgan makes 64x64 faces only (--resolution is for stylegan1)")
+    if generator in FIXED_RESOLUTION and resolution != DEFAULT_RESOLUTION[generator]:
+        side = DEFAULT_RESOLUTION[generator]
+        raise PulseError(f"--resolution {resolution}: {generator} makes {side}x{side} faces only (--resolution is for stylegan1)")
     if resolution < 8 or resolution & (resolution - 1):
         raise PulseError(f"--resolution must be a power of two >= 8, got {resolution}")
     return resolution
