@@ -45,10 +45,22 @@ from ...engine.errors import PulseError
 from ...engine.spec import GeneratorSpec
 from ..checkpoints import copy_strict, load_checkpoint, tensors_only
 from .base import Generator
-from .mobilestylegan_ir import CHANNELS, LATENT_DIM, MAPPING_LAYERS, SLOPE, modulation_scale
+from .mobilestylegan_ir import CHANNELS, LATENT_DIM, MAPPING_LAYERS, SLOPE, expected_shapes, modulation_scale
 
 RESOLUTION = 1024
-NUM_WS = 3 * (len(CHANNELS) - 1) + 2  # 23 modulated layers
+
+
+def num_ws(channels=CHANNELS) -> int:
+    """Modulated layers, one W+ row each: the 4x4 conv, 3 per block, the to-wavelet conv (23)."""
+    return 3 * (len(channels) - 1) + 2
+
+
+def resolution_of(channels=CHANNELS) -> int:
+    """Image side: 4 px doubled by each block, doubled again by the final inverse DWT (1024)."""
+    return 4 << len(channels)
+
+
+NUM_WS = num_ws()
 SQRT2 = math.sqrt(2.0)
 PIXEL_NORM_EPS = 1e-8
 LICENSE_NOTE = ("MobileStyleGAN is distilled from NVIDIA's StyleGAN2-FFHQ, whose weights are licensed for "
@@ -63,6 +75,12 @@ def inverse_haar(x: torch.Tensor) -> torch.Tensor:
     s_0 = +1, s_1 = -1: the four phases computed as sums, then interleaved (a pixel shuffle), which
     exports as elementwise ops + DepthToSpace instead of six strided transposed convolutions.
     """
+    return _interleave_phases(x * 0.5)
+
+
+def _interleave_phases(x: torch.Tensor) -> torch.Tensor:
+    """inverse_haar without its final factor 1/2 (exact to fold into a preceding scale: a power
+    of two): x [B, 4C, H, W] = (ll, bands) -> [B, C, 2H, 2W]."""
     b, c4, h, w = x.shape
     c = c4 // 4
     ll = x[:, :c]  # [B, C, H, W]
@@ -70,7 +88,7 @@ def inverse_haar(x: torch.Tensor) -> torch.Tensor:
     h0, h1, h2 = high[:, :, 0], high[:, :, 1], high[:, :, 2]  # [B, C, H, W] each
     a, d = ll + h0, ll - h0
     e, f = h1 + h2, h1 - h2
-    phases = torch.stack((a + e, a - e, d + f, d - f), dim=2) * 0.5  # [B, C, 4 (r, c), H, W]
+    phases = torch.stack((a + e, a - e, d + f, d - f), dim=2)  # [B, C, 4 (r, c), H, W]
     return F.pixel_shuffle(phases.reshape(b, 4 * c, h, w), 2)  # [B, C, 2H, 2W]
 
 
@@ -101,8 +119,8 @@ class StyledConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x = F.conv2d(x * self.modulation(w), self.weight, padding=1)  # [B, C, 4, 4]
-        return F.leaky_relu(x + self.noise + self.bias[None, :, None, None], SLOPE)
+        x = F.conv2d(x * self.modulation(w), self.weight, self.bias, padding=1)  # [B, C, 4, 4]
+        return F.leaky_relu(x + self.noise, SLOPE)
 
 
 class StyledDWConv(nn.Module):
@@ -119,19 +137,20 @@ class StyledDWConv(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x = x * self.modulation(w)  # [B, Cin, H, W]
         x = F.conv2d(x, self.weight_dw, padding=1, groups=x.shape[1])  # [B, Cin, H, W]
-        x = F.conv2d(x, self.weight_pw)  # [B, Cout, H, W]
-        return F.leaky_relu(x + self.noise + self.bias[None, :, None, None], SLOPE)
+        x = F.conv2d(x, self.weight_pw, self.bias)  # [B, Cout, H, W]; the bias inside the Conv: one pass less
+        return F.leaky_relu(x + self.noise, SLOPE)
 
 
 class UpModulation(nn.Module):
-    """Modulated inverse-DWT upsample: [B, C, h, h] -> [B, C/4, 2h, 2h]."""
+    """Modulated inverse-DWT upsample: [B, C, h, h] -> [B, C/4, 2h, 2h]. The inverse DWT's 1/2
+    rides on the [B, C, 1, 1] modulation (exact: a power of two) instead of a full-size pass."""
 
     def __init__(self, channels: int, latent_dim: int):
         super().__init__()
         self.modulation = Modulation(channels, latent_dim, None)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return inverse_haar(x * self.modulation(w))
+        return _interleave_phases(x * (self.modulation(w) * 0.5))
 
 
 class SynthesisBlock(nn.Module):
@@ -158,8 +177,9 @@ class ToWavelet(nn.Module):
         self.weight = nn.Parameter(torch.zeros(12, cin, 1, 1))
         self.bias = nn.Parameter(torch.zeros(12))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x * self.modulation(w), self.weight, self.bias)  # [B, 12, H, W]
+    def forward(self, x: torch.Tensor, w: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """gain: a power of two folded into the (constant) weight and bias, e.g. the inverse DWT's 1/2."""
+        return F.conv2d(x * self.modulation(w), self.weight * gain, self.bias * gain)  # [B, 12, H, W]
 
 
 class Input(nn.Module):
@@ -186,30 +206,39 @@ class MappingNetwork(nn.Module):
 
 
 class MobileStyleGANGenerator(Generator):
-    """MobileStyleGAN 1024 (mapping + synthesis), state in the layout of
-    mobilestylegan_ir.expected_shapes() plus the Gaussian-fit buffers `w_mean`, `w_std` [512].
+    """MobileStyleGAN (mapping + synthesis), state in the layout of
+    mobilestylegan_ir.expected_shapes() plus the Gaussian-fit buffers `w_mean`, `w_std` [D].
 
     Args:
-        seed: None: zero weights (to be loaded). An int: seeded random weights of the exact layout,
-              scaled so activations stay O(1) (tests; not a trained model).
+        seed:       None: zero weights (to be loaded). An int: seeded random weights of the exact
+                    layout, scaled so activations stay O(1) (tests; not a trained model).
+        channels:   channels at side 4, then after each block (default MobileStyleGAN 1024's;
+                    each a multiple of 4). Smaller tuples make small test models: the image side
+                    is 4 << len(channels).
+        latent_dim: D (512 for the real weights).
     """
 
-    def __init__(self, seed: int | None = None):
+    def __init__(self, seed: int | None = None, channels=CHANNELS, latent_dim: int = LATENT_DIM):
         super().__init__()
-        d = LATENT_DIM
-        self.spec = GeneratorSpec(name="mobilestylegan", resolution=RESOLUTION, latent_dim=d, num_ws=NUM_WS,
-                                  noise_shapes=(), has_mapping=True, value_range=(-1.0, 1.0))
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 2 or any(c % 4 for c in channels):
+            raise PulseError(f"mobilestylegan channels must be >= 2 multiples of 4, got {channels}")
+        d = latent_dim
+        self.channels = channels
+        self.spec = GeneratorSpec(name="mobilestylegan", resolution=resolution_of(channels), latent_dim=d,
+                                  num_ws=num_ws(channels), noise_shapes=(), has_mapping=True, value_range=(-1.0, 1.0))
         self.mapping = MappingNetwork(d)
-        self.input = Input(CHANNELS[0])
-        self.conv1 = StyledConv(CHANNELS[0], d)
+        self.input = Input(channels[0])
+        self.conv1 = StyledConv(channels[0], d)
         self.layers = nn.ModuleList(SynthesisBlock(cin, cout, 8 << i, d)
-                                    for i, (cin, cout) in enumerate(zip(CHANNELS[:-1], CHANNELS[1:])))
-        self.to_img = ToWavelet(CHANNELS[-1], d)
+                                    for i, (cin, cout) in enumerate(zip(channels[:-1], channels[1:])))
+        self.to_img = ToWavelet(channels[-1], d)
         self.register_buffer("w_mean", torch.zeros(d))
         self.register_buffer("w_std", torch.ones(d))
+        shapes = expected_shapes(channels, d)
         for name, module in self.named_modules():
             if isinstance(module, Modulation):
-                want = modulation_scale(f"{name}.weight")
+                want = modulation_scale(f"{name}.weight", shapes)
                 assert want is None if module.scale is None else math.isclose(module.scale, want), name
         if seed is not None:
             self._randomize(seed)
@@ -217,14 +246,15 @@ class MobileStyleGANGenerator(Generator):
         self.eval()
 
     def synthesis(self, w: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
-        """w [B, 23, D] -> image [B, 3, 1024, 1024], about [-1, 1] (unclamped). No noise inputs."""
+        """w [B, 23, D] -> image [B, 3, 1024, 1024], about [-1, 1] (unclamped). No noise inputs.
+        (Smaller `channels`: w [B, num_ws, D] -> [B, 3, R, R].)"""
         if noise:
             raise ValueError(f"mobilestylegan has no noise inputs, got {len(noise)} maps")
         x = self.input.const.expand(w.shape[0], -1, -1, -1)  # [B, 512, 4, 4]
         x = self.conv1(x, w[:, 0])
         for i, block in enumerate(self.layers):
             x = block(x, w[:, 1 + 3 * i:4 + 3 * i])  # [B, C_i, 8 << i, 8 << i]
-        return inverse_haar(self.to_img(x, w[:, NUM_WS - 1]))  # [B, 3, 1024, 1024]
+        return _interleave_phases(self.to_img(x, w[:, self.spec.num_ws - 1], 0.5))  # [B, 3, 1024, 1024]
 
     def weights_state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor but the Gaussian fit: the converted file's layout."""

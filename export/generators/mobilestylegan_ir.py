@@ -192,7 +192,7 @@ def modulation_scale(key: str, shapes: dict[str, tuple] | None = None) -> float 
     shapes = shapes or expected_shapes()
     if ".up." in key:
         return None
-    cin = shapes[key][0]
+    cin = shapes[key][0]  # modulation weight [Cin, D]
     return 1.0 / math.sqrt(cin if key.startswith("to_img") else cin * 9)
 
 

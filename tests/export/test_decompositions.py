@@ -13,6 +13,8 @@ CONV_CASES = [  # (cin, cout, k, stride, padding, dilation, groups, size)
     # stride 1, groups 1: the input gradient as a conv with the flipped kernel
     (3, 5, 3, 1, 0, 1, 1, 7), (4, 2, 3, 1, 2, 2, 1, 9), (2, 3, (3, 1), 1, (1, 0), 1, 1, 6), (3, 3, 5, 1, 2, 1, 1, 8),
     (2, 4, 1, 1, 1, 1, 1, 5),  # padding > d (k - 1): back to conv_transpose
+    # stride 1, grouped / depthwise (MobileStyleGAN): a grouped conv with per-group swapped kernels
+    (4, 6, 3, 1, 1, 1, 2, 9), (6, 6, 3, 1, 1, 1, 6, 8), (4, 8, 3, 1, 2, 2, 4, 9), (6, 3, 1, 1, 0, 1, 3, 5),
 ]
 
 
@@ -115,19 +117,21 @@ def test_traced_gradient_has_no_backward_ops():
 
 
 def test_stride1_input_grad_is_a_plain_conv():
-    """At stride 1 (groups 1) the input gradient is traced as a regular convolution with the
-    flipped kernel; strided and grouped ones stay transposed convolutions (transposed flag)."""
+    """At stride 1 (any groups: dense, grouped, depthwise) the input gradient is traced as a
+    regular convolution with the flipped kernel; strided ones stay transposed convolutions."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     def traced(stride, groups):
-        w = torch.randn(6, 6 // groups, 3, 3)
+        w = torch.randn(6 * (2 if groups == 6 else 1), 6 // groups, 3, 3)
         gm = make_fx(torch.func.grad(lambda x: F.conv2d(x, w, None, stride, 1, 1, groups).sum()),
                      decomposition_table=dec.decomposition_table())(torch.randn(1, 6, 8, 8))
         return [n.args[6] for n in gm.graph.nodes if n.target == torch.ops.aten.convolution.default]
 
     assert traced(1, 1) == [False, False]  # forward conv, input-gradient conv
     assert sorted(traced(2, 1)) == [False, True]
-    assert sorted(traced(1, 3)) == [False, True]
+    assert traced(1, 3) == [False, False]
+    assert traced(1, 6) == [False, False]  # depthwise with channel multiplier 2
+    assert sorted(traced(2, 3)) == [False, True]
 
 
 @pytest.mark.parametrize("slope", [0.2, 0.01, 0.7])
