@@ -68,11 +68,21 @@ def weights_hash(generator: Generator) -> str:
     return h.hexdigest()
 
 
-def _graph_code_hash() -> str:
+def _graph_code_hash(generator=None) -> str:
+    """sha256 of the code the graphs are traced from: the step / loss / decomposition sources and
+    the generator's own module (its forward pass), so an edited architecture never reuses a cache
+    entry traced from the old one."""
+    import inspect  # noqa: PLC0415
+
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for rel in _GRAPH_SOURCES:
-        h.update((here / rel).resolve().read_bytes())
+    files = [here / rel for rel in _GRAPH_SOURCES]
+    if generator is not None:
+        src = inspect.getsourcefile(type(generator))
+        if src and Path(src).is_file():
+            files.append(Path(src))
+    for f in files:
+        h.update(f.resolve().read_bytes())
     return h.hexdigest()
 
 
@@ -113,7 +123,7 @@ def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, pr
                    "outputs": [o.to_dict() for o in layout.render_outputs()]},
         "versions": _versions(precision),
     }
-    keyed = dict(man, options=graph_options(options), graph_code=_graph_code_hash())
+    keyed = dict(man, options=graph_options(options), graph_code=_graph_code_hash(generator))
     man["key"] = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
     return man
 

@@ -122,8 +122,11 @@ def compare_graph(onnx_path, fn: Callable, inputs: list[TensorInfo], outputs: li
     cannot run the graph on CPU (a missing low-precision kernel)."""
     import onnxruntime as ort  # noqa: PLC0415
 
+    so = ort.SessionOptions()
+    so.enable_cpu_mem_arena = False  # give each run's memory back: at 1024 px the arena would hold
+    # ORT's batch-3 peak while torch runs its own (MobileStyleGAN export: 9.2 -> under 8 GB peak RSS)
     try:
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own types for NOT_IMPLEMENTED kernels
         return {"skipped": f"ONNX Runtime {ort.__version__} CPU cannot load the graph: {str(e).splitlines()[0][:300]}"}
     worst = {o.name: 0.0 for o in outputs}

@@ -8,8 +8,10 @@ Backends:
   ort-cuda       ONNX Runtime, CUDA execution provider, state on the device (engine/)
   tensorrt       TensorRT engines built from the same ONNX (engine/ + export/trt_build.py)
 
-Method (llm.c): every backend first runs the whole workload once (warm-up: sessions, compilation,
-autotuning excluded from the figures), then `repeats` timed runs; we report medians. Per backend
+Method (llm.c): every backend first runs the workload once (warm-up: sessions, compilation,
+autotuning excluded from the figures; with `warmup_steps` a shorter search of that many steps,
+for 1024 px generators whose every search takes minutes on a CPU), then `repeats` timed runs;
+we report medians. Per backend
 and batch: ms per step (time inside the step calls / steps), images per second (batch / whole
 search), peak memory (process RSS above the pre-run baseline; GPU memory in use above baseline),
 speed-up over the torch reference at the same batch and precision, and the fraction of the FLOP
@@ -50,6 +52,7 @@ class Workload:
     resolution: int = 1024
     max_channels: int | None = None  # stylegan1: cap FFHQ's channel widths (small CPU benchmarks)
     repeats: int = 3
+    warmup_steps: int | None = None  # None: the warm-up runs all `steps`
     seed: int = 0
     options: dict = field(default_factory=dict)
 
@@ -162,6 +165,22 @@ def _targets(generator, lr_size: int, n: int, seed: int) -> np.ndarray:
     return np.clip(downscale(x, factor_for(spec.resolution, lr_size)), 0.0, 1.0).astype(np.float32)
 
 
+def random_mobilestylegan(device: str, fit_samples: int = 100_000):
+    """MobileStyleGAN 1024's architecture with seeded random weights (no download), for
+    architecture benchmarks."""
+    import torch  # noqa: PLC0415
+
+    from .export.gaussian_fit import gaussian_fit  # noqa: PLC0415
+    from .export.generators.mobilestylegan import MobileStyleGANGenerator  # noqa: PLC0415
+
+    g = MobileStyleGANGenerator(seed=0)
+    mean, std = gaussian_fit(g.mapping, n=fit_samples, seed=0)
+    with torch.no_grad():
+        g.w_mean.copy_(mean)
+        g.w_std.copy_(std)
+    return g.to(device)
+
+
 def random_stylegan1(resolution: int, fmaps, device: str, fit_samples: int = 100_000):
     """StyleGAN v1 of the given architecture with seeded random weights (no download) and a
     Gaussian fit of its mapping from `fit_samples` samples: for architecture benchmarks."""
@@ -219,6 +238,7 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     cache_root = Path(cache_root or Path.home() / ".cache" / "pulse-trt" / "artifacts")
     options = PulseOptions(**{**work.options, "steps": work.steps, "seed": work.seed})
+    warm_options = options if not work.warmup_steps else PulseOptions(**{**options.to_dict(), "steps": min(work.steps, work.warmup_steps)})
     fmaps = None
     if work.max_channels:
         from .export.generators.stylegan1 import ffhq_channels  # noqa: PLC0415
@@ -226,7 +246,13 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
         cap = work.max_channels
         fmaps = lambda r: min(ffhq_channels(r), cap)  # noqa: E731
     if work.weights == "random":
-        generator = random_stylegan1(work.resolution, fmaps, device)
+        generator = (random_mobilestylegan(device) if work.generator == "mobilestylegan"
+                     else random_stylegan1(work.resolution, fmaps, device))
+    elif work.generator == "mobilestylegan":
+        from .weights import resolve_weights  # noqa: PLC0415
+
+        generator = load_generator("mobilestylegan", resolve_weights("mobilestylegan", work.weights, log=progress),
+                                   device=device)
     else:
         generator = load_generator(work.generator, work.weights, mapping=work.mapping, resolution=work.resolution,
                                    fmaps=fmaps, device=device)
@@ -250,11 +276,11 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                 targets = targets_all[:batch]
 
                 def open_backend(backend=backend, batch=batch, targets=targets):
-                    """(run, close) for one backend; run() -> (seconds of the search, seconds in steps)."""
+                    """(run, close) for one backend; run(opts) -> (seconds of the search, seconds in steps)."""
                     if backend == "torch":
-                        def run_ref():
+                        def run_ref(opts=options):
                             t0 = time.perf_counter()
-                            pulse_search(generator, targets, options, device=device)
+                            pulse_search(generator, targets, opts, device=device)
                             s = time.perf_counter() - t0
                             return s, s
                         return run_ref, lambda: None
@@ -269,10 +295,10 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                         eng.__enter__()
                         runner, close = eng._runner, eng.close
 
-                    def run_engine():
+                    def run_engine(opts=options):
                         t0 = time.perf_counter()
-                        run_search(runner, targets, batch_size=batch)
-                        return time.perf_counter() - t0, runner.step_seconds
+                        run_search(runner, targets, options=opts, batch_size=batch)
+                        return time.perf_counter() - t0, runner.step_seconds  # reset by each search's load()
                     return run_engine, close
 
                 close = None
@@ -281,7 +307,7 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                     # memory counts sessions/compilation too: the runner is made inside the window
                     with PeakMemory(gpu=device == "cuda") as mem:
                         run, close = open_backend()
-                        run()  # warm-up: sessions, compilation, autotuning
+                        run(warm_options)  # warm-up: sessions, compilation, autotuning
                         runs = [run() for _ in range(work.repeats)]
                 except Exception as e:  # noqa: BLE001  (out of memory ends this backend's batch sweep)
                     if not _is_oom(e):
@@ -329,6 +355,10 @@ def to_markdown(result: dict, command: str | None = None) -> str:
     """The result as a Markdown table, hardware and command named."""
     w = result["workload"]
     arch = ""
+    if w["generator"] == "mobilestylegan":
+        arch = " 1024 px" + (", random weights" if w.get("weights") == "random" else ", the random-face 2021.7.21.1 weights")
+    if w.get("warmup_steps"):
+        arch += f" (warm-up: a {min(w['steps'], w['warmup_steps'])}-step search)"
     if w["generator"] == "stylegan1":
         arch = f" {w['resolution']} px" + (f" (channels capped at {w['max_channels']})" if w.get("max_channels") else "")
         arch += ", random weights" if w.get("weights") == "random" else ""

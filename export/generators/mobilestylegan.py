@@ -261,23 +261,31 @@ class MobileStyleGANGenerator(Generator):
         return {k: v for k, v in self.state_dict().items() if k not in ("w_mean", "w_std")}
 
     def _randomize(self, seed: int) -> None:
+        """Random weights whose activations stay O(1) layer after layer: each modulation is about
+        1 +- 0.3 times its fixed 1/sqrt(fan-in) scale, so conv weights are N(0, gain^2) with
+        no fan-in division (sqrt 2 before a LeakyReLU); mapping layers N(0, 1/D)."""
         g = torch.Generator().manual_seed(seed)
+        d = self.spec.latent_dim
         with torch.no_grad():
             for name, t in self.state_dict().items():
                 if name in ("w_mean", "w_std"):
                     continue
                 r = torch.randn(t.shape, generator=g)
-                if name.endswith("modulation.bias"):
-                    t.copy_(1.0 + 0.1 * r)  # MobileStyleGAN initialises modulation biases at 1
+                if name.startswith("mapping.") and name.endswith("weight"):
+                    value = r / math.sqrt(d)
+                elif name.endswith("modulation.weight"):
+                    value = 0.3 * r / math.sqrt(d)
+                elif name.endswith("modulation.bias"):
+                    value = 1.0 + 0.1 * r  # MobileStyleGAN initialises modulation biases at 1
                 elif name.endswith(".noise"):
-                    t.copy_(0.01 * r)
-                elif t.ndim >= 2 and not name.endswith("const"):
-                    fan_in = t[0].numel() if "weight_dw" not in name else 9
-                    gain = 1.0 if name.endswith("modulation.weight") else SQRT2
-                    extra = math.sqrt(t.shape[1] * 9) if name.endswith("conv1.weight") else 1.0
-                    t.copy_(r * gain / math.sqrt(fan_in) * extra)
-                else:
-                    t.copy_(0.1 * r if t.ndim == 1 else r)
+                    value = 0.05 * r
+                elif name.endswith("weight_dw") or name == "input.const" or name == "to_img.weight":
+                    value = r
+                elif name.endswith(("weight_pw", "conv1.weight")):
+                    value = SQRT2 * r
+                else:  # biases
+                    value = 0.1 * r
+                t.copy_(value)
 
 
 def load_mobilestylegan(weights: str | Path, *, fit_cache_dir: Path | None = None, fit_samples: int = 1_000_000,

@@ -9,11 +9,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure backends on one PULSE workload",
                        description="Run one PULSE workload on each requested backend in one process; "
                                    "write bench.json, bench.md and bench.png.")
-    p.add_argument("--generator", default="dcgan", choices=("dcgan", "stylegan1"))
-    p.add_argument("--weights", help="synthesis weights (stylegan1; random test weights with --random-weights)")
+    p.add_argument("--generator", default="dcgan", choices=("dcgan", "stylegan1", "mobilestylegan"))
+    p.add_argument("--weights", help="synthesis weights (stylegan1; random test weights with --random-weights); "
+                                     "mobilestylegan: default the fetched weights (pulse-trt weights fetch)")
     p.add_argument("--mapping", help="mapping weights (stylegan1)")
     p.add_argument("--random-weights", action="store_true",
-                   help="stylegan1 with seeded random weights (architecture benchmarks; no download needed)")
+                   help="stylegan1 / mobilestylegan with seeded random weights (architecture benchmarks; no download)")
     p.add_argument("--resolution", type=int, default=1024, help="stylegan1 output side (default 1024)")
     p.add_argument("--max-channels", type=int, default=None,
                    help="stylegan1: cap FFHQ's channel widths (a small architecture for CPU benchmarks)")
@@ -23,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "fp16", "bf16"))
     p.add_argument("--backends", default="torch,ort", help="comma-separated: torch, torch-compile, ort, ort-cuda, tensorrt")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="warm up with a search of this many steps instead of the whole workload (1024 px on a CPU)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--cache-dir", default=None, help="artefact cache (default ~/.cache/pulse-trt/artifacts)")
     p.add_argument("-o", "--out", required=True, help="directory for bench.json / bench.md / bench.png")
@@ -41,7 +44,7 @@ def run(args) -> int:
     work = Workload(generator=args.generator, lr_size=lr, steps=args.steps, batches=tuple(args.batch),
                     precisions=tuple(args.precision), weights=weights, mapping=args.mapping,
                     resolution=args.resolution, repeats=args.repeats,
-                    max_channels=args.max_channels)
+                    max_channels=args.max_channels, warmup_steps=args.warmup_steps)
     if args.random_weights:
         work.weights = "random"
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
