@@ -43,3 +43,25 @@ def small_stylegan():
 def stylegan_dir(tmp_path_factory, small_stylegan):
     """The small stylegan1 exported at lr 4 (x4), duplicates 2."""
     return _export(tmp_path_factory, "sg16", small_stylegan, 4, duplicates=2)
+
+
+@pytest.fixture(scope="session")
+def small_mobilestylegan():
+    """A small mobilestylegan: random weights, 32 px (channels 16, 16, 8), 32-dim latent,
+    Gaussian fit of 4096 samples."""
+    torch = pytest.importorskip("torch")
+    from pulse_trt.export.gaussian_fit import gaussian_fit  # noqa: PLC0415
+    from pulse_trt.export.generators.mobilestylegan import MobileStyleGANGenerator  # noqa: PLC0415
+
+    g = MobileStyleGANGenerator(seed=0, channels=(16, 16, 8), latent_dim=32)
+    mean, std = gaussian_fit(g.mapping, n=4096, seed=0)
+    with torch.no_grad():
+        g.w_mean.copy_(mean)
+        g.w_std.copy_(std)
+    return g
+
+
+@pytest.fixture(scope="session")
+def mobilestylegan_dir(tmp_path_factory, small_mobilestylegan):
+    """The small mobilestylegan exported at lr 8 (x4), duplicates 2."""
+    return _export(tmp_path_factory, "msg32", small_mobilestylegan, 8, duplicates=2)

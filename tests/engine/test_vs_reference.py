@@ -6,7 +6,8 @@
    state.
 2. Free-running against export/reference.py's pulse_search (torch.optim): per-step terms within
    1e-4 for the first steps, the same success verdicts and restart choices.
-On the embedded dcgan and on a small stylegan1 (random weights, 16 px, 8 channels).
+On the embedded dcgan, a small stylegan1 (random weights, 16 px, 8 channels) and a small
+mobilestylegan (random weights, 32 px).
 """
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ pytestmark = pytest.mark.slow
 def _cases(request):
     if request.param == "dcgan":
         return request.getfixturevalue("dcgan"), request.getfixturevalue("dcgan_dir")
+    if request.param == "mobilestylegan":
+        return request.getfixturevalue("small_mobilestylegan"), request.getfixturevalue("mobilestylegan_dir")
     return request.getfixturevalue("small_stylegan"), request.getfixturevalue("stylegan_dir")
 
 
-@pytest.fixture(params=["dcgan", "stylegan1"])
+@pytest.fixture(params=["dcgan", "stylegan1", "mobilestylegan"])
 def case(request):
     return _cases(request)
 
