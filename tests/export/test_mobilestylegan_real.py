@@ -55,3 +55,14 @@ def test_real_networks_match_openvino(mobilestylegan_wheel, converted, tmp_path)
         print(f"latent {k}: mapping {err_w:.2e}, image {err_img:.2e}")
         assert err_w <= 1e-4 and err_img <= 1e-4
         assert 0.2 < img_ov.std() < 1.0  # a real face image in about [-1, 1], not a degenerate output
+
+
+def test_truncated_real_wheel_is_refused(mobilestylegan_wheel, tmp_path):
+    from pulse_trt.engine.errors import PulseError  # noqa: PLC0415
+
+    cut = tmp_path / mobilestylegan_wheel.name
+    cut.write_bytes(mobilestylegan_wheel.read_bytes()[: 20 << 20])
+    cache = tmp_path / "weights"
+    with pytest.raises(PulseError, match="truncated, corrupt or another file"):
+        resolve_weights("mobilestylegan", cut, cache_dir=cache)
+    assert not cache.exists() or not any(cache.rglob("*.safetensors"))
