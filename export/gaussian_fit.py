@@ -145,3 +145,11 @@ def _input_dim(mapping: nn.Module) -> int:
         if p.ndim == 2:
             return int(p.shape[1])
     raise PulseError("cannot tell the mapping network's input size; pass latent_dim")
+
+
+def fill_gaussian_fit(generator: nn.Module, cache_dir: str | Path | None, n: int = FIT_SAMPLES, seed: int = 0) -> None:
+    """Set a generator's `w_mean` / `w_std` buffers from cached_gaussian_fit of its `mapping`."""
+    mean, std = cached_gaussian_fit(generator.mapping, cache_dir, n=n, seed=seed)
+    with torch.no_grad():
+        generator.w_mean.copy_(mean)
+        generator.w_std.copy_(std)

@@ -29,7 +29,7 @@ CELL = 192
 
 def records(folder: Path) -> list[dict]:
     recs = []
-    for p in sorted(folder.glob("*_pulse.json"), key=lambda p: _face_index(p.name)):
+    for p in sorted(folder.rglob("*_pulse.json"), key=lambda p: _face_index(p.name)):  # one run, or one folder per face
         r = json.loads(p.read_text())
         r["_path"] = p
         recs.append(r)
@@ -56,7 +56,7 @@ def gallery(faces: Path, runs: Path, recs: list[dict], path: Path, per_row: int 
         stem = Path(r["input"]).name.replace("_32x32.png", "")
         truth = Image.open(faces / f"{stem}_1024.png").convert("RGB").resize((CELL, CELL), Image.Resampling.LANCZOS)
         lr = Image.open(r["input"]).convert("RGB").resize((CELL, CELL), Image.Resampling.NEAREST)
-        out = Image.open(runs / r["outputs"]["hr"]).convert("RGB").resize((CELL, CELL), Image.Resampling.LANCZOS)
+        out = Image.open(r["_path"].parent / r["outputs"]["hr"]).convert("RGB").resize((CELL, CELL), Image.Resampling.LANCZOS)
         x0 = gap + (k % per_row) * (3 * CELL + 4 + gap)
         y0 = gap + (k // per_row) * (CELL + cap + gap)
         for j, im in enumerate((truth, lr, out)):
@@ -68,10 +68,9 @@ def gallery(faces: Path, runs: Path, recs: list[dict], path: Path, per_row: int 
 
 
 def seconds_per_image(recs: list[dict]) -> float:
-    """Wall time of the search calls per image: each record's `seconds` covers its whole call."""
-    calls = {}
-    for r in recs:
-        calls[(r["batch"]["index"], r["seconds"])] = r["batch"]["size"]
+    """Wall time of the search calls per image: each record's `seconds` covers its whole call
+    (records of one call share it)."""
+    calls = {(str(r["_path"].parent), r["seconds"]) for r in recs}
     return sum(s for (_, s) in calls) / len(recs)
 
 
@@ -82,7 +81,7 @@ def summary(recs, dup2, astronauts) -> str:
     lines = [
         f"Faces the generator made itself (`python scripts/make_examples.py --generator mobilestylegan --count 16`), "
         f"downscaled to 32x32 with PULSE's bicubic operator and upsampled to 1024x1024 with the default options "
-        f"(`pulse-trt upsample --generator mobilestylegan ... --batch-size {recs[0]['batch']['size']}`): "
+        f"(`pulse-trt upsample --generator mobilestylegan FACE_32x32.png`, one run per face): "
         f"**{ok} of {n}** reached eps = {eps:g}.",
     ]
     if dup2:

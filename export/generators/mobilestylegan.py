@@ -292,7 +292,7 @@ def load_mobilestylegan(weights: str | Path, *, fit_cache_dir: Path | None = Non
                         fit_seed: int = 0, device="cpu") -> MobileStyleGANGenerator:
     """MobileStyleGAN from our converted safetensors file (pulse_trt/weights.py writes it), strict
     names and shapes, with its Gaussian fit (cached in fit_cache_dir, default beside the file)."""
-    from ..gaussian_fit import cached_gaussian_fit  # noqa: PLC0415
+    from ..gaussian_fit import fill_gaussian_fit  # noqa: PLC0415
 
     weights = Path(weights)
     state = tensors_only(load_checkpoint(weights, "mobilestylegan weights"), weights, "mobilestylegan weights")
@@ -300,10 +300,7 @@ def load_mobilestylegan(weights: str | Path, *, fit_cache_dir: Path | None = Non
     copy_strict(generator.weights_state_dict(), state, f"mobilestylegan weights {weights}")
     generator.to(device)
     cache_dir = Path(fit_cache_dir) if fit_cache_dir is not None else weights.parent
-    mean, std = cached_gaussian_fit(generator.mapping, cache_dir, n=fit_samples, seed=fit_seed)
-    with torch.no_grad():
-        generator.w_mean.copy_(mean)
-        generator.w_std.copy_(std)
+    fill_gaussian_fit(generator, cache_dir, n=fit_samples, seed=fit_seed)
     return generator
 
 

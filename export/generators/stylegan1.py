@@ -322,7 +322,7 @@ def load_stylegan1(weights: str | Path, mapping: str | Path | None = None, *, re
          fit_cache_dir, else beside the mapping weights (export.gaussian_fit.cached_gaussian_fit).
     Returns the generator on `device`, eval mode, requires_grad False.
     """
-    from ..gaussian_fit import cached_gaussian_fit  # noqa: PLC0415
+    from ..gaussian_fit import fill_gaussian_fit  # noqa: PLC0415
 
     weights = Path(weights)
     raw = tensors_only(load_checkpoint(weights, "stylegan1 weights"), weights, "stylegan1 weights")
@@ -350,8 +350,5 @@ def load_stylegan1(weights: str | Path, mapping: str | Path | None = None, *, re
     generator.load_mapping(mapping_sd, f"stylegan1 mapping weights {mapping_file}")
     generator.to(device)
     cache_dir = Path(fit_cache_dir) if fit_cache_dir is not None else mapping_file.parent
-    mean, std = cached_gaussian_fit(generator.mapping, cache_dir, n=fit_samples, seed=fit_seed)
-    with torch.no_grad():
-        generator.w_mean.copy_(mean)
-        generator.w_std.copy_(std)
+    fill_gaussian_fit(generator, cache_dir, n=fit_samples, seed=fit_seed)
     return generator
