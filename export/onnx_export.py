@@ -1,20 +1,29 @@
 """Trace one PULSE iteration and the render pass into ONNX; write and cache the artefacts.
 
 What lands in an artefact directory is docs/artifacts.md's contract: step.onnx, render.onnx and
-manifest.json. Graphs are traced with make_fx (gradients as forward ops, see decompositions.py)
-and exported with torch.onnx.export(dynamo=True) with a dynamic batch dimension "B". Weights are
-constant initializers; noise maps and the whole optimiser state are inputs.
+manifest.json (with the size and sha256 of every file). Graphs are traced with make_fx
+(gradients as forward ops, see decompositions.py) and exported with
+torch.onnx.export(dynamo=True) with a dynamic batch dimension "B". Weights are constant
+initializers; noise maps and the whole optimiser state are inputs.
+
+Concurrency: tracing installs process-wide torch state (make_fx's proxy mode, the exporter's
+patches), so every export in a process runs under one lock (_EXPORT_LOCK); the artefact cache
+(export_cached) adds a file lock per key, so any number of threads and processes may ask for
+the same or different keys: one exports, the others wait and then find the entry.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +31,9 @@ import torch
 
 from .. import __version__
 from ..engine.errors import PulseError
-from ..engine.options import RUNTIME_OPTIONS, PulseOptions, graph_options
+from ..engine.files import check_folder_path, remove_stale_temps, temp_prefix
+from ..engine.manifest import artifact_key, file_record, load_manifest
+from ..engine.options import RUNTIME_OPTIONS, PulseOptions
 from .decompositions import NearestUpsampleAsExpand, decomposition_table
 from .generators.base import Generator
 from .step import PRECISIONS, TensorInfo, make_render_fn, make_step_fn, step_layout
@@ -44,6 +55,9 @@ MAX_BATCH = 4096
 STEP_FILE, RENDER_FILE, MANIFEST_FILE = "step.onnx", "render.onnx", "manifest.json"
 # Sources whose change changes the graphs: part of the cache key.
 _GRAPH_SOURCES = ("step.py", "losses.py", "decompositions.py", "onnx_export.py", "../engine/bicubic.py")
+# make_fx and torch.onnx.export keep process-wide state while they trace (two threads tracing at
+# once fail with "ProxyTorchDispatchMode slot already occupied"): one export at a time per process.
+_EXPORT_LOCK = threading.RLock()
 
 
 def _stage(progress: bool, msg: str) -> None:
@@ -123,8 +137,8 @@ def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, pr
                    "outputs": [o.to_dict() for o in layout.render_outputs()]},
         "versions": _versions(precision),
     }
-    keyed = dict(man, options=graph_options(options), graph_code=_graph_code_hash(generator))
-    man["key"] = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+    man["graph_code"] = _graph_code_hash(generator)
+    man["key"] = artifact_key(man)  # engine.manifest recomputes it when loading
     return man
 
 
@@ -244,11 +258,15 @@ def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise PulseError(f"output directory {out_dir} exists and is not empty")
+    check_folder_path(out_dir.parent, "output folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    # The project's temp name (engine.files): a run killed by SIGKILL leaves it for the next
+    # run to remove; SIGINT / SIGTERM / SIGHUP unwind through the finally below.
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir.name), dir=out_dir.parent))
     try:
-        _export_into(generator, options, lr_size, tmp, precision, verify, check_trt, batch_for_trace,
-                     allow_unsupported, progress, verify_tolerance)
+        with _EXPORT_LOCK:
+            _export_into(generator, options, lr_size, tmp, precision, verify, check_trt, batch_for_trace,
+                         allow_unsupported, progress, verify_tolerance)
         if out_dir.exists():
             out_dir.rmdir()
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
@@ -294,36 +312,104 @@ def _export_into(generator, options, lr_size, tmp: Path, precision, verify, chec
         manifest["verification"] = {"skipped": True}
     timings["total_s"] = round(time.perf_counter() - t0, 2)
     manifest["export_timings"] = timings
+    manifest["files"] = {p.name: file_record(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST_FILE}
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     _stage(progress, f"done in {timings['total_s']:.1f} s")
     return manifest
 
 
-def artifacts_complete(path) -> bool:
-    """True when path holds a manifest and every graph file it names."""
+def artifacts_complete(path, key: str | None = None) -> bool:
+    """True when path holds artefacts that load and verify (engine.manifest.load_manifest: schema,
+    key, sizes and sha256 of every file), with key `key` when given."""
+    return cache_problem(path, key) is None
+
+
+MISSING = "missing"
+
+
+def cache_problem(path, key: str | None = None) -> str | None:
+    """Why the cache entry `path` cannot be used: None when it loads and verifies (with key
+    `key` when given), MISSING when nothing is there, else the one-line reason."""
     path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return MISSING
     try:
-        man = json.loads((path / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return all((path / man[g]["file"]).is_file() for g in ("step", "render"))
+        load_manifest(path, key=key)
+    except PulseError as e:
+        return str(e)
+    return None
+
+
+@contextmanager
+def cache_lock(root: Path, key: str, log: Callable[[str], None] | None = None):
+    """Hold the cache's file lock of `key` (ROOT/.KEY.lock, flock): one exporter per key across
+    threads and processes. Waits, saying so once through `log`, while another holds it."""
+    path = Path(root) / f".{key}.lock"
+    with open(path, "a+b") as f:
+        try:
+            import fcntl  # noqa: PLC0415
+        except ImportError:  # pragma: no cover - not POSIX: the process-wide lock still serialises threads
+            yield
+            return
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log is not None:
+                log(f"waiting for another pulse-trt process exporting the same artefacts into {root}")
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+_ADVICE = re.compile(r"[;(]?\s*re-export the artefacts\)?\s*$")
+
+
+def move_aside(target: Path, problem: str, log: Callable[[str], None] | None = None) -> Path:
+    """Rename the unusable cache entry `target` to TARGET.damaged (replacing an older one) and say
+    so through `log`; PulseError naming the folder to delete when that fails."""
+    aside = target.with_name(target.name + ".damaged")
+    reason = _ADVICE.sub("", problem).rstrip(" ;")
+    try:
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside)
+        elif aside.exists() or aside.is_symlink():
+            aside.unlink()
+        os.replace(target, aside)
+    except OSError as e:
+        raise PulseError(f"the cached artefacts in {target} are unusable ({reason}) and could not be moved aside "
+                         f"({e.strerror}): delete {target}") from None
+    if log is not None:
+        log(f"the cached artefacts in {target} were unusable ({reason}); moved them to {aside.name} and exporting "
+            "them again")
+    return aside
 
 
 def export_cached(generator: Generator, options: PulseOptions, lr_size: int, cache_root, precision: str = "fp32",
-                  **kwargs) -> Path:
-    """export_artifacts into cache_root/<key>/, or return that directory at once when a complete
-    export with that key is already there (key: build_manifest(...)["key"]). kwargs go to
-    export_artifacts. Concurrent exporters of one key: the first rename wins, the others' work is
-    discarded."""
+                  log: Callable[[str], None] | None = None, **kwargs) -> Path:
+    """export_artifacts into cache_root/<key>/ (key: build_manifest(...)["key"]), or return that
+    directory at once when it already holds verified artefacts of that key.
+
+    1. A verified entry (cache_problem is None) is returned without locking.
+    2. Otherwise, under cache_lock(key) (threads and processes): stale temps of dead exporters
+       are removed (engine.files.remove_stale_temps); the entry is checked again (another
+       exporter may have finished meanwhile); an unusable one (damaged, edited, truncated,
+       swapped files, other key) is moved aside (move_aside, a note through `log`); then
+       exported.
+    kwargs go to export_artifacts. Returns the entry's Path."""
     key = build_manifest(generator, options, lr_size, precision)["key"]
-    target = Path(cache_root) / key
-    if artifacts_complete(target):
+    root = Path(cache_root)
+    target = root / key
+    check_folder_path(root, "artefact cache")
+    if cache_problem(target, key) is None:
         return target
-    if target.exists():  # an incomplete leftover: replace it
-        shutil.rmtree(target, ignore_errors=True)
-    try:
-        return export_artifacts(generator, options, lr_size, target, precision=precision, **kwargs)
-    except OSError:
-        if artifacts_complete(target):  # another process finished first
+    root.mkdir(parents=True, exist_ok=True)
+    with cache_lock(root, key, log):
+        remove_stale_temps(root)
+        problem = cache_problem(target, key)
+        if problem is None:  # another thread or process exported it while we waited
             return target
-        raise
+        if problem != MISSING:
+            move_aside(target, problem, log)
+        return export_artifacts(generator, options, lr_size, target, precision=precision, **kwargs)

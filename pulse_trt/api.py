@@ -17,11 +17,18 @@ Where the artefacts come from (backends "ort", "ort-cuda", "tensorrt"):
     directory (`cache_dir`, else $PULSE_TRT_CACHE, else ~/.cache/pulse-trt/artifacts), one
     subdirectory per artefact key; later uses find the key there and export nothing. The key
     covers the graph options only, so other steps / seed / duplicates / learning rate / schedule
-    reuse the same artefacts. Needs torch (pip install 'pulse-trt[export]').
+    reuse the same artefacts. Needs torch (pip install 'pulse-trt[export]'). Cache entries are
+    verified before use (engine.manifest.load_manifest: schema, key, size and sha256 of every
+    file); an unusable one is moved aside and exported again, with a note.
+
+Artefacts given with `artifacts=DIR` are the user's: they are verified the same way, and an
+unusable directory is a one-line PulseError; pulse-trt never modifies it.
 
 Thread-safe: one lock per Pulse serialises preparation and searches (the runner's sessions and
-buffers are per-instance state); there is no module-level state, so two instances run side by
-side.
+buffers are per-instance state), so two instances run side by side. The only process-wide state
+is the exporter's (tracing is process-global in torch: one export at a time, see
+export.onnx_export) and the cache's file locks, so any number of instances, in threads or
+processes, may export into one cache.
 """
 from __future__ import annotations
 
@@ -88,17 +95,42 @@ def check_artifacts_match(manifest, *, generator: str | None = None, lr_size: in
             raise PulseError(f"{where} were exported with other graph options: {diffs}; drop those options or export again")
 
 
+def load_given_artifacts(path):
+    """engine.manifest.load_manifest of a user's `--artifacts DIR` (verified, never modified).
+    When DIR is an entry of the artefact cache (default_cache_dir()), the one-line error says
+    to delete it: the cache's entries are pulse-trt's, exported again on first use."""
+    from .engine.manifest import load_manifest  # noqa: PLC0415
+
+    try:
+        return load_manifest(path)
+    except PulseError as e:
+        try:
+            in_cache = Path(path).resolve().parent == default_cache_dir().resolve()
+        except OSError:
+            in_cache = False
+        if not in_cache:
+            raise
+        raise PulseError(f"{e} (this is an entry of the artefact cache: delete {path}, and it is exported again on "
+                         "first use where torch is installed)") from None
+
+
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 @contextmanager
 def _quiet_torch_onnx_logs():
     """torch.onnx's registry warns once per missing torchvision op while exporting: noise for a
-    user of `pulse-trt upsample`. Silence that one logger for the duration."""
+    user of `pulse-trt upsample`. Filter that one logger for the duration (a filter per call, so
+    that threads exporting at once leave the logger as they found it)."""
     log = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    quiet = _BelowError()
+    log.addFilter(quiet)
     try:
         yield
     finally:
-        log.setLevel(level)
+        log.removeFilter(quiet)
 
 
 class Pulse:
@@ -134,6 +166,8 @@ class Pulse:
         device:     "cpu" or "cuda" for backend "torch" (default "cpu"); the ORT / TensorRT
                     backends imply theirs ("ort": cpu, "ort-cuda" / "tensorrt": cuda).
         log:        receives one-line messages (e.g. "exporting ... (first use, cached in DIR)").
+        note:       receives one-line notes that should be seen even by a quiet caller (a cache
+                    entry found unusable and exported again); default `log`.
         export_progress: print the exporter's stage lines to stderr while exporting.
         runner_options: passed to the engine runner (e.g. threads=2 for "ort").
     Raises (PulseError, one line): unknown backend / generator / precision, missing lr_size,
@@ -147,7 +181,7 @@ class Pulse:
                  weights_dir=None,
                  precision: str | None = None, artifacts=None, cache_dir=None, batch_size: int = 8,
                  device: str | None = None, log: Callable[[str], None] | None = None, export_progress: bool = False,
-                 **runner_options):
+                 note: Callable[[str], None] | None = None, **runner_options):
         if backend not in BACKENDS:
             raise PulseError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if generator is not None and generator not in GENERATORS:
@@ -163,6 +197,7 @@ class Pulse:
         self.batch_size = batch_size
         self.precision = precision
         self._log = log or (lambda msg: None)
+        self._note = note or self._log
         self._export_progress = bool(export_progress)
         self._runner_options = runner_options
         self._lock = threading.Lock()
@@ -179,9 +214,7 @@ class Pulse:
                 raise PulseError("backend torch runs the PyTorch reference, not artefacts: drop --artifacts or choose ort")
             if weights is not None or mapping is not None:
                 raise PulseError("the generator's weights are baked into the artefacts: drop --weights / --mapping with --artifacts")
-            from .engine.manifest import load_manifest  # noqa: PLC0415
-
-            manifest = load_manifest(artifacts)
+            manifest = load_given_artifacts(artifacts)
             check_artifacts_match(manifest, generator=generator, lr_size=lr_size, resolution=resolution,
                                   options=options, precision=precision)
             self.manifest, self.artifacts_dir = manifest, Path(artifacts)
@@ -332,19 +365,28 @@ class Pulse:
             raise PulseError(f"exporting the ONNX artefacts needs onnx, which is not installed: {EXPORT_HINT}, "
                              "or pass --artifacts DIR (artefacts exported elsewhere with `pulse-trt export`)") from None
         from .engine.manifest import load_manifest  # noqa: PLC0415
-        from .export.onnx_export import artifacts_complete, build_manifest, export_cached  # noqa: PLC0415
 
+        from .engine.files import check_folder_path  # noqa: PLC0415
+        from .export import onnx_export  # noqa: PLC0415
+
+        what = "artefact cache" + (f" (${CACHE_ENV})" if os.environ.get(CACHE_ENV, "").strip() else "")
+        check_folder_path(self.cache_dir, what)
         generator = self._load_generator("cpu")
-        key = build_manifest(generator, self.options, self.lr_size, self.precision)["key"]
-        if not artifacts_complete(self.cache_dir / key):
-            self._log(f"exporting {self.generator} for {self.lr_size}x{self.lr_size} inputs to ONNX "
-                      f"(first use, cached in {self.cache_dir})")
+        key = onnx_export.build_manifest(generator, self.options, self.lr_size, self.precision)["key"]
+        target = self.cache_dir / key
+        problem = onnx_export.cache_problem(target, key)
+        if problem is not None:
+            if problem == onnx_export.MISSING:
+                self._log(f"exporting {self.generator} for {self.lr_size}x{self.lr_size} inputs to ONNX "
+                          f"(first use, cached in {self.cache_dir})")
+            # export_cached checks again under the cache's lock, moves an unusable entry aside
+            # (with a note) and exports; a concurrent exporter's result is found, not redone.
             with _quiet_torch_onnx_logs():
-                export_cached(generator, self.options, self.lr_size, self.cache_dir, precision=self.precision,
-                              progress=self._export_progress)
+                onnx_export.export_cached(generator, self.options, self.lr_size, self.cache_dir,
+                                          precision=self.precision, progress=self._export_progress, log=self._note)
             self.exported = True
-        self.artifacts_dir = self.cache_dir / key
-        self.manifest = load_manifest(self.artifacts_dir)
+        self.artifacts_dir = target
+        self.manifest = load_manifest(target, key=key)
 
     def _trt_engines(self) -> dict:
         """TensorRT engines for the artefacts: DIR/step.engine + DIR/render.engine when present,

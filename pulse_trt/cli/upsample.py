@@ -135,8 +135,7 @@ def _manifest_settings(args: argparse.Namespace):
     """With --artifacts: (manifest, options of the run). Every flag given beside it is checked
     against the manifest: a graph option must agree with it, a runtime option (steps, seed,
     duplicates, learning_rate, lr_schedule) overrides the manifest's default."""
-    from ..api import check_artifacts_match  # noqa: PLC0415
-    from ..engine.manifest import load_manifest  # noqa: PLC0415
+    from ..api import check_artifacts_match, load_given_artifacts  # noqa: PLC0415
 
     if args.backend == "torch":
         raise PulseError("--backend torch runs the PyTorch reference, not artefacts: drop --artifacts or use --backend ort")
@@ -144,7 +143,7 @@ def _manifest_settings(args: argparse.Namespace):
                         ("--weights-dir", args.weights_dir)):
         if value is not None:
             raise PulseError(f"{flag} has no effect with --artifacts (the artefacts hold the generator): drop it")
-    manifest = load_manifest(args.artifacts)
+    manifest = load_given_artifacts(args.artifacts)
     check_artifacts_match(manifest, generator=args.generator, resolution=args.resolution, precision=args.precision)
     baked = manifest.options.to_dict()
     given = _given_options(args)

@@ -58,7 +58,7 @@ def test_missing_graph_file(copy_dir):
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda m: m.pop("state"), "incomplete"),
+    (lambda m: m.pop("state"), "'state' is missing"),
     (lambda m: m["options"].update(bogus=1), "unknown PULSE option"),
     (lambda m: m.update(latent_rows=3), "latent_rows"),
     (lambda m: m.update(noise_roles=["trainable", "trainable", "zero"]), "noise_roles"),

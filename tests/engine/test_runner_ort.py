@@ -12,7 +12,7 @@ from pulse_trt.engine.runner import plan_buffers
 from pulse_trt.engine.runner_ort import OrtRunner
 from pulse_trt.engine.state import job_rows
 
-from toy_artifacts import toy_search_ref
+from toy_artifacts import seal, toy_search_ref
 
 HAS_CUDA_EP = "CUDAExecutionProvider" in ort.get_available_providers()
 
@@ -146,6 +146,6 @@ def test_graph_shapes_must_agree_with_the_manifest(toy_dir, tmp_path):
     for e in raw["step"]["inputs"]:
         if e["name"] == "radius.latent":
             e["shape"] = ["B", 1, 2]
-    (d / "manifest.json").write_text(json.dumps(raw))
+    seal(raw, d)  # a self-consistent manifest whose graph disagrees with it
     with pytest.raises(PulseError, match="radius.latent"):
         OrtRunner(load_manifest(d)).activate()

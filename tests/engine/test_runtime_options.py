@@ -19,7 +19,7 @@ from pulse_trt.engine.options import RUNTIME_OPTIONS, PulseOptions, graph_option
 from pulse_trt.engine.runner_ort import OrtRunner
 from pulse_trt.engine.state import job_rows
 
-from toy_artifacts import toy_search_ref
+from toy_artifacts import seal, toy_search_ref
 
 
 def _targets(n, seed=5):
@@ -46,13 +46,13 @@ def test_manifest_runtime_options_field(toy_dir, tmp_path):
     shutil.copytree(toy_dir, d)
     p = d / "manifest.json"
     raw = json.loads(p.read_text())
-    p.write_text(json.dumps({**raw, "runtime_options": ["seed"]}))
+    seal({**raw, "runtime_options": ["seed"]}, d)  # as an exporter would write it (key recomputed)
     m = load_manifest(d)
     assert m.runtime_options == ("seed",)
     assert m.resolve_options(replace(m.options, seed=4)).seed == 4
     with pytest.raises(PulseError, match="steps=3 is baked into the graphs"):  # not overridable here
         m.resolve_options(replace(m.options, steps=3))
-    p.write_text(json.dumps({**raw, "runtime_options": ["seed", "colour"]}))
+    seal({**raw, "runtime_options": ["seed", "colour"]}, d)
     with pytest.raises(PulseError, match="runtime_options"):
         load_manifest(d)
 

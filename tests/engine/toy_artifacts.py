@@ -10,6 +10,7 @@ spherical projection as PULSE's.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from pulse_trt.engine.manifest import artifact_key, file_record
 from pulse_trt.engine.options import PulseOptions
 
 RES, LR, D = 8, 2, 6
@@ -183,10 +185,20 @@ def write_toy_artifacts(out_dir, **options) -> Path:
         "step": {"file": "step.onnx", "inputs": tinfo(step_in), "outputs": tinfo(step_out)},
         "render": {"file": "render.onnx", "inputs": tinfo(render_in), "outputs": tinfo(render_out)},
         "versions": {"pulse_trt": "0.1.0", "torch": None, "onnx": onnx.__version__, "opset": 18},
-        "key": "toy",
+        "graph_code": hashlib.sha256(b"toy").hexdigest(),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    seal(manifest, out)
     return out
+
+
+def seal(manifest: dict, out) -> dict:
+    """Record the size and sha256 of step.onnx and render.onnx in `manifest` and its key (as the
+    exporter does), and write it to out/manifest.json. Returns the manifest."""
+    out = Path(out)
+    manifest["files"] = {manifest[g]["file"]: file_record(out / manifest[g]["file"]) for g in ("step", "render")}
+    manifest["key"] = artifact_key(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
 
 
 def toy_search_ref(targets: np.ndarray, options: PulseOptions, start_latent, start_noise):
