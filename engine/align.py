@@ -47,6 +47,7 @@ from PIL import Image, ImageOps
 
 from .bicubic import downscale, factor_for
 from .errors import PulseError
+from .files import require_regular_file
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 INSTALL_HINT = "pip install 'pulse-trt[align]'"
@@ -212,6 +213,7 @@ def load_photo(path) -> np.ndarray:
         raise PulseError(f"{path}: no such file")
     if path.is_dir():
         raise PulseError(f"{path}: is a directory, not a photo")
+    require_regular_file(path, "photo")  # a FIFO or a device would block the read
     try:
         with Image.open(path) as img:
             w, h = img.size

@@ -97,9 +97,36 @@ def check_folder_path(path, what: str) -> None:
         if exists:
             if not st_is_dir:
                 if probe == path:
-                    raise PulseError(f"{what} {path} exists and is not a folder")
-                raise PulseError(f"{what} {path}: {probe} is a file, not a folder")
+                    raise PulseError(f"{what} {path} exists and is not a directory")
+                raise PulseError(f"{what} {path}: {probe} is a file, not a directory")
             return
         if probe.parent == probe:
             return
         probe = probe.parent
+
+
+def file_kind(path) -> str:
+    """What a path is, in words: "a FIFO", "a socket", "a character device", "a block device",
+    "a directory", "a regular file", "missing"."""
+    import stat  # noqa: PLC0415
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    for test, words in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def require_regular_file(path, what: str = "input") -> None:
+    """PulseError (one line) unless `path` is a regular file (after symlinks): opening a FIFO or
+    a device to read an image would block or read forever."""
+    kind = file_kind(path)
+    if kind == "missing":
+        raise PulseError(f"{path}: no such file")
+    if kind != "a regular file":
+        raise PulseError(f"{path}: is {kind}, not a regular file; give {what} files (or folders of them)")

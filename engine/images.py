@@ -33,6 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .bicubic import padding
 from .errors import PulseError
+from .files import require_regular_file, temp_prefix
 
 # A PULSE input is a small face (e.g. 8..128 px); 2^24 pixels (4096 x 4096) is far beyond any
 # valid input and keeps a decompression bomb from allocating gigabytes before the size check.
@@ -106,6 +107,7 @@ def load_image_uint8(path, *, expect_size: int | None = None, resolution: int | 
         raise PulseError(f"{name}: no such file")
     if path.is_dir():
         raise PulseError(f"{name}: is a directory, not an image")
+    require_regular_file(path, "image")  # a FIFO or a device would block the read
     note = (lambda msg: notes.append(f"{name}: {msg}")) if notes is not None else (lambda msg: None)
     try:
         with warnings.catch_warnings():
@@ -219,8 +221,9 @@ def save_png(image: np.ndarray, path) -> None:
 def write_files_atomic(files: Mapping[os.PathLike | str, bytes]) -> None:
     """Write several files so that none is ever seen half-written.
 
-    1. Each payload goes to a hidden temp file in its destination folder (same filesystem),
-       which is flushed and fsync'ed.
+    1. Each payload goes to a hidden temp file in its destination folder (same filesystem; named
+       with engine.files.temp_prefix, so that a later run removes it if this process is
+       killed outright), which is flushed and fsync'ed.
     2. Only when every temp file is complete are they os.replace'd over their destinations, in
        the order given (put the file that marks completion, e.g. a JSON record, last).
     3. On any error or KeyboardInterrupt before step 2 ends, the temp files are removed.
@@ -230,7 +233,7 @@ def write_files_atomic(files: Mapping[os.PathLike | str, bytes]) -> None:
     try:
         for path, data in files.items():
             path = Path(path)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
             temps.append((tmp, path))
             with os.fdopen(fd, "wb") as f:
                 if hasattr(os, "fchmod"):
@@ -272,9 +275,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def expand_inputs(paths: Iterable[os.PathLike | str]) -> list[Path]:
-    """Input arguments -> image files: a file stays as given; a directory gives its files with an
-    image suffix (IMAGE_SUFFIXES), sorted, not recursive. A directory without images, or a path
-    that does not exist, is a PulseError."""
+    """Input arguments -> image files: a file stays as given; a directory gives its regular files
+    with an image suffix (IMAGE_SUFFIXES), sorted, not recursive. A directory without images, a
+    path that does not exist, or one that is not a regular file (a FIFO, a device, a socket:
+    reading it could block forever) is a PulseError."""
     out: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -283,8 +287,7 @@ def expand_inputs(paths: Iterable[os.PathLike | str]) -> list[Path]:
             if not found:
                 raise PulseError(f"{p}: directory holds no images ({', '.join(IMAGE_SUFFIXES[:3])}, ...)")
             out.extend(found)
-        elif not p.exists():
-            raise PulseError(f"{p}: no such file")
         else:
+            require_regular_file(p, "image")
             out.append(p)
     return out

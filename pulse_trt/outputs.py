@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .engine.errors import PulseError
+from .engine.files import check_folder_path
 from .engine.images import png_bytes, write_files_atomic
 
 SUFFIX_HR = "_pulse.png"
@@ -62,14 +64,17 @@ def output_paths(input_path: Path | str, outdir: Path | str, *, curve: bool = Fa
 
 
 def plan_outputs(inputs: Sequence[Path | str], outdir: Path | str, *, overwrite: bool, curves: bool = False,
-                 aligned: bool = False, run_files: Sequence[Path | str] = ()) -> list[OutputPaths]:
+                 aligned: bool = False, run_files: Sequence[Path | str] = (),
+                 sources: Sequence[Path | str] = ()) -> list[OutputPaths]:
     """Output paths of every input, checked before any work (PulseError, one line):
-    OUTDIR is not a file; no two inputs share a name (a/face.png and b/face.jpg would both
-    write face_pulse.png); without `overwrite`, no output (nor any of the per-run `run_files`,
-    e.g. the grid) exists yet. `curves` / `aligned`: see output_paths. Creates nothing."""
+    OUTDIR is a folder or can be made one (not a file, no file among its parents); no two
+    inputs share a name (a/face.png and b/face.jpg would both write face_pulse.png); no output
+    is one of the `sources` (the input files on disk), even with `overwrite` (inputs a.png and
+    a_pulse.png in OUTDIR: a's HR output would replace the input a_pulse.png); without
+    `overwrite`, no output (nor any of the per-run `run_files`, e.g. the grid) exists yet.
+    `curves` / `aligned`: see output_paths. Creates nothing."""
     outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise PulseError(f"output {outdir} exists and is not a directory")
+    check_folder_path(outdir, "output folder")
     plans, owner = [], {}
     for p in inputs:
         plan = output_paths(p, outdir, curve=curves, aligned=aligned)
@@ -77,11 +82,30 @@ def plan_outputs(inputs: Sequence[Path | str], outdir: Path | str, *, overwrite:
             raise PulseError(f"inputs {owner[plan.hr]} and {p} would both write {plan.hr.name}: rename one or run them separately")
         owner[plan.hr] = p
         plans.append(plan)
+    planned = [q for plan in plans for q in plan.all()] + [Path(f) for f in run_files]
+    for path in planned:
+        source = _same_file(path, sources)
+        if source is not None:
+            raise PulseError(f"output {path} would replace the input {source} (also with --overwrite): "
+                             "choose another -o, or rename that input")
     if not overwrite:
         for path in [q for plan in plans for q in plan.all()] + [Path(f) for f in run_files]:
             if path.exists():
                 raise PulseError(f"{path} already exists: pass --overwrite to replace it, or choose another -o")
     return plans
+
+
+def _same_file(path: Path, sources: Sequence[Path | str]):
+    """The source that `path` names (same file, through links or another spelling), or None."""
+    if not sources or not (path.exists() or path.is_symlink()):
+        return None
+    for src in sources:
+        try:
+            if os.path.samefile(path, src) or os.path.realpath(path) == os.path.realpath(src):
+                return src
+        except OSError:
+            continue
+    return None
 
 
 def write_result(plan: OutputPaths, hr: np.ndarray, lr: np.ndarray, record: dict,

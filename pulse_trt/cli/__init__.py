@@ -2,14 +2,21 @@
 
 Subcommand modules import heavy libraries (torch, onnxruntime, dlib) inside `run`, so that
 `pulse-trt --help` is instant and the engine path never imports torch.
+
+Exit status: 0 done; 1 upsample --strict's miss; 2 an error of the input, the options, the
+artefacts or the machine (one line: PulseError, every OSError such as a full disk or a denied
+write, every MemoryError including ONNX Runtime's allocation failures); 128 + N on signal N
+(SIGINT 130, SIGHUP 129, SIGTERM 143; temp files removed, the message says what was written);
+70 a bug of ours.
 """
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from .. import __version__
 from ..engine.errors import PulseError
@@ -17,6 +24,55 @@ from ..engine.errors import PulseError
 COMMANDS = ("upsample", "align", "export", "bench", "weights")
 DEBUG_ENV = "PULSE_TRT_DEBUG"
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug of ours (1 is upsample --strict's miss, 2 an error)
+HANDLED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A handled signal (SIGINT, SIGTERM, SIGHUP) raised in the main thread, so that every
+    `finally` and `except KeyboardInterrupt` on the way out removes its temp files. A subcommand
+    may set `written` (labels of the inputs whose outputs were written whole) and `total`."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.written: list[str] | None = None
+        self.total: int | None = None
+
+
+def _raise_interrupted(signum, frame):
+    # One signal is enough: later ones (a second Ctrl-C, a supervisor repeating SIGTERM) must not
+    # cut the cleanup short. SIGKILL still ends the process; its temps go on the next run.
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> dict:
+    """SIGINT, SIGTERM and SIGHUP raise Interrupted (main thread only). Returns the previous
+    handlers, for _restore_signal_handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _raise_interrupted) for sig in HANDLED_SIGNALS}
+
+
+def _restore_signal_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def interrupted_message(e: KeyboardInterrupt) -> str:
+    """One line for a run ended by a signal: which, and what was written."""
+    signum = getattr(e, "signum", signal.SIGINT)
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    head = f"pulse-trt: {what} ({signal.Signals(signum).name})"
+    written, total = getattr(e, "written", None), getattr(e, "total", None)
+    if written is None:
+        return f"{head}; no partial output was written"
+    if not written:
+        return f"{head}; no output was written (no half-written file is left)"
+    rest = f"; nothing of the other {total - len(written)}" if total and total > len(written) else ""
+    return (f"{head}; the outputs of {len(written)} of {total} inputs were written whole ({', '.join(written)}){rest} "
+            "(no half-written file is left)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,24 +90,35 @@ def main(argv: list[str] | None = None) -> int:
         mod.add_parser(sub)
         modules[name] = mod
     args = parser.parse_args(argv)
+    previous = _install_signal_handlers()
     try:
         return int(modules[args.command].run(args) or 0)
     except PulseError as e:
         print(f"pulse-trt: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pulse-trt: interrupted; no partial output was written", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print("pulse-trt: error: out of memory (try fewer images per batch)", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(interrupted_message(e), file=sys.stderr)
+        return 128 + getattr(e, "signum", signal.SIGINT)
+    except MemoryError as e:
+        detail = f" ({' '.join(str(e).split())})" if str(e) else ""
+        print(f"pulse-trt: error: out of memory{detail}; try a smaller --batch-size", file=sys.stderr)
         return 2
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT) or os.environ.get(DEBUG_ENV):
-            return _internal_error(e)
-        print(f"pulse-trt: error: {e.strerror}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+    except OSError as e:  # the machine's doing (disk, permissions, devices): an error, not a bug
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"pulse-trt: error: {os_error_text(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  a bug of ours: one line, the traceback on request
         return _internal_error(e)
+    finally:
+        _restore_signal_handlers(previous)
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for an OSError: its description and the file(s) it names."""
+    text = e.strerror or " ".join(str(e).split()) or type(e).__name__
+    files = [str(f) for f in (e.filename, e.filename2) if f is not None]
+    return f"{text}: {' -> '.join(files)}" if files else text
 
 
 def _internal_error(e: BaseException) -> int:

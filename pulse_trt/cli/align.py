@@ -141,9 +141,16 @@ def align_inputs(paths, resolution: int, lr_size: int, out_dir=None, *, overwrit
     if not results:
         raise PulseError(f"no face found in {'the photo' if len(photos) == 1 else f'any of the {len(photos)} photos'}: nothing written")
     if out_dir is not None:
+        from ..engine.files import check_folder_path  # noqa: PLC0415
+        from ..outputs import _same_file  # noqa: PLC0415
+
         out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise PulseError(f"{out}: exists and is not a folder")
+        check_folder_path(out, "output folder")
+        for p in files:
+            source = _same_file(p, photos)
+            if source is not None:
+                raise PulseError(f"output {p} would replace the input {source} (also with --overwrite): choose another "
+                                 "-o, or rename that input (nothing written)")
         existing = [p for p in files if p.exists()]
         if existing and not overwrite:
             more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""

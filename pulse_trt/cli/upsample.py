@@ -24,8 +24,10 @@ Flow (nothing is written until every input has passed step 2 and every backend i
 Exit status: 0 when every input was processed, including inputs whose search did not reach
 eps (their outputs are still written, the record says "success": false and a note says so);
 1 with --strict when any input missed eps; 2 for an error (bad input, bad option, missing
-weights, torch missing where an export is needed), with nothing written for inputs not yet
-processed; 130 on Ctrl-C.
+weights, torch missing where an export is needed, a full disk, out of memory), with nothing
+written for inputs not yet processed; 130 / 143 / 129 on SIGINT / SIGTERM / SIGHUP, with a
+message naming the inputs whose outputs were written whole (no temp file is left; temps of a
+run killed outright are removed by the next run into the same folder).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from .. import __version__
 from ..api import BACKENDS, DEFAULT_BACKEND, DEFAULT_RESOLUTION, FIXED_RESOLUTION, GENERATORS, PRECISIONS, Pulse
 from ..engine.bicubic import downscale
 from ..engine.errors import PulseError
+from ..engine.files import remove_stale_temps
 from ..engine.images import expand_inputs, from_chw01, load_image, png_bytes, write_files_atomic
 from ..engine.options import PulseOptions
 from ..engine.result import ImageResult
@@ -124,7 +127,7 @@ def open_backend(args: argparse.Namespace, lr_size: int, options: PulseOptions |
                  lr_size=lr_size, options=options, backend=args.backend, precision=args.precision,
                  artifacts=args.artifacts, cache_dir=args.cache_dir, batch_size=args.batch_size, device=args.device,
                  weights_dir=args.weights_dir,
-                 log=log, export_progress=not args.quiet)
+                 log=log, export_progress=not args.quiet, note=lambda msg: _err(f"pulse-trt: note: {msg}"))
 
 
 def _given_options(args: argparse.Namespace) -> dict:
@@ -218,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     curves = importlib.util.find_spec("matplotlib") is not None
     plans = plan_outputs([f"{it.name}.png" for it in items], outdir, overwrite=args.overwrite, curves=curves,
-                         aligned=args.align, run_files=[outdir / GRID_FILE])
+                         aligned=args.align, run_files=[outdir / GRID_FILE], sources=expand_inputs(args.inputs))
     for it in items:
         for n in it.notes:
             _err(f"pulse-trt: note: {n}")
@@ -231,20 +234,25 @@ def run(args: argparse.Namespace) -> int:
         groups.setdefault(it.target.shape[-1], []).append(i)
     say = (lambda msg: None) if args.quiet else _err
     backends = {}
+    written: list[str] = []  # labels of the inputs whose files are all written
     try:
         for size in groups:
             backends[size] = open_backend(args, size, options, say)
         for backend in backends.values():
             backend.prepare()
         outdir.mkdir(parents=True, exist_ok=True)
-        return _search_and_write(args, items, plans, groups, backends, options, outdir)
+        remove_stale_temps(outdir)  # temps of an earlier run that was killed outright
+        return _search_and_write(args, items, plans, groups, backends, options, outdir, written)
+    except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP (cli.Interrupted): say what is on disk
+        e.written, e.total = list(written), len(items)
+        raise
     finally:
         for backend in backends.values():
             backend.close()
 
 
-def _search_and_write(args, items, plans, groups, backends, options, outdir: Path) -> int:
-    """Steps 4-5."""
+def _search_and_write(args, items, plans, groups, backends, options, outdir: Path, written: list[str]) -> int:
+    """Steps 4-5; appends to `written` the label of every input once its files are written."""
     from tqdm import tqdm  # noqa: PLC0415
 
     chunks = sum(-(-len(idx) // args.batch_size) for idx in groups.values())
@@ -263,6 +271,7 @@ def _search_and_write(args, items, plans, groups, backends, options, outdir: Pat
                                  batch={"index": chunk_base + pos // args.batch_size, "row": pos % args.batch_size,
                                         "size": args.batch_size})
                 write_result(plan, res.hr, res.lr, record, extra=_extra_files(plan, it, res, options))  # 5.
+                written.append(it.name)
                 done[i] = res
                 if record["success"]:
                     successes += 1

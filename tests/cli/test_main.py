@@ -4,6 +4,8 @@ and PULSE_TRT_DEBUG=1 gives the traceback back."""
 from __future__ import annotations
 
 import errno
+import os
+import signal
 
 import pytest
 
@@ -18,12 +20,17 @@ def _failing_run(exc):
 
 @pytest.mark.parametrize("exc,rc,words", [
     (RuntimeError("boom"), 70, ["internal error: RuntimeError: boom", "PULSE_TRT_DEBUG=1"]),
-    (FileNotFoundError(errno.ENOENT, "No such file or directory", "/x/ops.json"), 70,
-     ["internal error: FileNotFoundError", "/x/ops.json"]),
+    # Every OSError is the machine's or the user's doing, never "a bug" (issue 16).
+    (FileNotFoundError(errno.ENOENT, "No such file or directory", "/x/ops.json"), 2,
+     ["error: No such file or directory: /x/ops.json"]),
+    (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/file/sub"), 2, ["error: Not a directory: /file/sub"]),
+    (OSError(errno.EIO, "Input/output error"), 2, ["error: Input/output error"]),
     (OSError(errno.ENOSPC, "No space left on device", "/out/a.png"), 2,
      ["error: No space left on device: /out/a.png"]),
     (PermissionError(errno.EACCES, "Permission denied", "/out"), 2, ["error: Permission denied: /out"]),
     (MemoryError(), 2, ["error: out of memory"]),
+    (MemoryError("ONNX Runtime could not allocate 1048576 bytes"), 2,
+     ["error: out of memory (ONNX Runtime could not allocate 1048576 bytes)"]),
 ])
 def test_failures_are_one_line(cli, monkeypatch, exc, rc, words):
     monkeypatch.delenv("PULSE_TRT_DEBUG", raising=False)
@@ -40,3 +47,20 @@ def test_debug_env_gives_the_traceback(cli, monkeypatch):
     monkeypatch.setattr(export, "run", _failing_run(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         cli("export", "--lr-size", "8", "-o", "x")
+
+
+@pytest.mark.parametrize("sig, rc, name", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                            (signal.SIGHUP, 129, "terminated (SIGHUP)"),
+                                            (signal.SIGINT, 130, "interrupted (SIGINT)")])
+def test_signals_are_handled_like_ctrl_c(cli, monkeypatch, sig, rc, name):
+    # Seen: SIGTERM was not handled (the process died where it stood, temps left behind).
+    def run(args):
+        os.kill(os.getpid(), sig)  # delivered to this (main) thread before the next bytecode
+        raise AssertionError("the signal did not interrupt the run")
+
+    before = signal.getsignal(sig)
+    monkeypatch.setattr(export, "run", run)
+    code, out, err = cli("export", "--lr-size", "8", "-o", "x")
+    assert code == rc
+    assert err.strip().splitlines() == [f"pulse-trt: {name}; no partial output was written"]
+    assert signal.getsignal(sig) is before  # main() puts the previous handlers back
