@@ -17,6 +17,7 @@ four [B] loss vectors come out.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -33,16 +34,34 @@ def _ort():
     return ort
 
 
+# How ONNX Runtime reports an allocation failure (its CPU arena, CUDA, the C++ runtime).
+_OOM = re.compile(r"BFCArena|Failed to allocate memory|bad_alloc|out of memory|cudaErrorMemoryAllocation|"
+                  r"CUDA failure 2:|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED")
+
+
+def ort_memory_error(e: BaseException, what: str) -> MemoryError | None:
+    """A MemoryError (one line, what ran out and where) when ONNX Runtime's exception `e` is an
+    allocation failure, else None: running out of memory is the machine's limit, not a bug."""
+    text = " ".join(str(e).split())
+    if not _OOM.search(text):
+        return None
+    asked = re.search(r"requested bytes of (\d+)", text)
+    size = f"{int(asked.group(1))} bytes" if asked else "memory"
+    return MemoryError(f"ONNX Runtime could not allocate {size} while {what}")
+
+
 def session_options(threads: int | None = None, profile: str | None = None):
     """SessionOptions for the PULSE graphs: `threads` intra-op threads (default: every core),
-    one inter-op thread, sequential execution, every graph optimisation."""
+    one inter-op thread, sequential execution, every graph optimisation. ONNX Runtime's own log
+    is off (fatal only): every failure reaches the caller as an exception, turned into one line
+    (PulseError, MemoryError), so its coloured log line would only say the same thing twice."""
     ort = _ort()
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads or os.cpu_count() or 1)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # errors only: ORT warns about unused initialisers etc.
+    so.log_severity_level = 4  # fatal only: errors come back as exceptions (see above)
     if profile:
         so.enable_profiling = True
         so.profile_file_prefix = profile
@@ -114,6 +133,9 @@ class OrtRunner(Runner):
             self._render_sess = ort.InferenceSession(str(self.manifest.render_path), session_options(self.threads),
                                                      providers=render_providers)
         except Exception as e:  # ORT raises its own exception types for corrupt files
+            oom = ort_memory_error(e, "loading the graphs")
+            if oom is not None:
+                raise oom from None
             raise PulseError(f"cannot load the ONNX graphs of {str(self.manifest.dir)!r}: {str(e).splitlines()[0]}") from None
         self._graph_ids: dict[int, int] = {}
         check_session_io(self._step_sess, self.manifest.step_inputs, self.manifest.step_outputs, "step")
@@ -207,7 +229,13 @@ class OrtRunner(Runner):
             self._scalars["lr"].update_inplace(np.asarray(lr, np.float32))
             self._scalars["t"].update_inplace(np.asarray(t, np.float32))
         ro = self._run_options[d] if self._run_options else None
-        self._step_sess.run_with_iobinding(self._bindings[d], ro)
+        try:
+            self._step_sess.run_with_iobinding(self._bindings[d], ro)
+        except Exception as e:  # noqa: BLE001  ORT's exception types; an allocation failure is not a bug
+            oom = ort_memory_error(e, f"running the step graph at batch {self.batch}")
+            if oom is not None:
+                raise oom from None
+            raise
         losses = self._losses[d]
         if self.device == "cpu":
             out = {term: losses[name].copy() for term, name in zip(TERMS, LOSS_OUTPUTS)}
@@ -244,7 +272,13 @@ class OrtRunner(Runner):
         self._require_active()
         self._check_render(feeds)
         names = list(self.manifest.render_outputs)
-        outs = self._render_sess.run(names, feeds)
+        try:
+            outs = self._render_sess.run(names, feeds)
+        except Exception as e:  # noqa: BLE001
+            oom = ort_memory_error(e, "rendering")
+            if oom is not None:
+                raise oom from None
+            raise
         return dict(zip(names, outs))
 
     def run_step(self, feeds: dict) -> dict:

@@ -56,6 +56,8 @@ def _check(result):
     """cuda-python calls return (err, *values): raise on an error, return the values."""
     err, *values = result if isinstance(result, tuple) else (result,)
     code = int(err.value) if hasattr(err, "value") else int(err)
+    if code == 2:  # cudaErrorMemoryAllocation: the GPU is full, not a bug
+        raise MemoryError(f"CUDA could not allocate device memory ({err})")
     if code != 0:
         raise PulseError(f"CUDA error {err}")
     return values[0] if len(values) == 1 else (tuple(values) if values else None)

@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + getattr(e, "signum", signal.SIGINT)
     except MemoryError as e:
         detail = f" ({' '.join(str(e).split())})" if str(e) else ""
-        print(f"pulse-trt: error: out of memory{detail}; try a smaller --batch-size", file=sys.stderr)
+        print(f"pulse-trt: error: out of memory{detail}; try a smaller --batch-size (or fewer --duplicates)",
+              file=sys.stderr)
         return 2
     except OSError as e:  # the machine's doing (disk, permissions, devices): an error, not a bug
         if os.environ.get(DEBUG_ENV):
