@@ -19,8 +19,9 @@ import numpy as np
 TERMS = ("L2", "L1", "GEOCROSS", "TOTAL")
 
 # The L2 term is clamped at eps inside the loss, in the loss's precision: a float32 clamp stores
-# float32(eps), which can exceed the float64 eps by one rounding (2^-24 relative). Success
-# compares with this relative slack so that "clamped at eps" counts as reaching eps.
+# float32(eps), which can exceed the float64 eps by one rounding (2^-24 relative). An L2 within
+# this relative slack of eps is the clamp: the record stores it as eps itself, so that success is
+# exactly `min_l2 <= eps` on the numbers written (TrajectoryTracker.reported_min_l2).
 EPS_RTOL = 1e-6
 
 
@@ -53,7 +54,9 @@ class TrajectoryTracker:
     state of this step, so the caller can copy those rows' state (or image) aside.
     Best iterate: the first step with the lowest TOTAL (NaN never beats a number, but step 0 is
     always taken first, so every row has a best step). min_l2: the smallest L2 over all steps (NaN
-    ignored). success: min_l2 <= eps (per row; relative slack EPS_RTOL for the clamp's rounding).
+    ignored). success: reported_min_l2 <= eps, where reported_min_l2 is min_l2 with a value within
+    the clamp's float32 rounding of eps (relative EPS_RTOL) replaced by eps: the record stores
+    reported_min_l2 as "min_l2", so a reader's `min_l2 <= eps` and "success" always agree.
     """
 
     def __init__(self, rows: int, eps: float, rtol: float = EPS_RTOL):
@@ -86,21 +89,30 @@ class TrajectoryTracker:
         return improved
 
     @property
+    def reported_min_l2(self) -> np.ndarray:
+        """[B] min_l2 as recorded: eps where min_l2 is the float32 clamp at eps (within eps * (1 +
+        rtol)), else min_l2."""
+        m = self.min_l2
+        return np.where((m > self.eps) & (m <= self.eps * (1.0 + self.rtol)), self.eps, m)
+
+    @property
     def success(self) -> np.ndarray:
-        """[B] bool: the smallest L2 reached is within eps."""
-        return self.min_l2 <= self.eps * (1.0 + self.rtol)
+        """[B] bool: the smallest L2 reached is within eps (reported_min_l2 <= eps)."""
+        return self.reported_min_l2 <= self.eps
 
     def history(self, row: int) -> dict[str, list[float]]:
         """term -> [steps] floats of one row."""
         return {name: [float(v[row]) for v in self._history[name]] for name in TERMS}
 
     def record(self, row: int) -> dict:
-        """JSON-ready summary of one row: success, l2, min_l2, eps, best_step, steps, terms."""
+        """JSON-ready summary of one row: success, l2, min_l2, eps, best_step, steps, terms.
+        success == (min_l2 <= eps) on these numbers; l2 and terms are the loss's own values."""
         terms = {name: float(self.best_terms[name][row]) for name in TERMS}
+        min_l2 = float(self.reported_min_l2[row])
         return {
-            "success": bool(self.success[row]),
+            "success": bool(min_l2 <= self.eps),
             "l2": terms["L2"],
-            "min_l2": float(self.min_l2[row]),
+            "min_l2": min_l2,
             "eps": self.eps,
             "best_step": int(self.best_step[row]),
             "steps": self.steps,

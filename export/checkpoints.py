@@ -65,6 +65,11 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (pickle, zip and EOF errors all mean "not a checkpoint")
+        refused = _refused_global(e)
+        if refused is not None:
+            raise PulseError(f"{what} {path} holds pickled code or objects ({refused}), not only tensors: refused "
+                             "(checkpoints are loaded with weights_only=True, so none of it ran); save a plain state "
+                             "dict (torch.save(model.state_dict(), path)) or a .safetensors file") from None
         raise PulseError(f"{what} {path} is not a readable PyTorch checkpoint (truncated, corrupt or not "
                          f"a weights file; {type(e).__name__}: {_first_line(e)})") from None
     if not isinstance(obj, Mapping):
@@ -159,9 +164,26 @@ def _shape(shape) -> str:
     return str(tuple(int(s) for s in shape))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    text = _ANSI.sub("", str(e)).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
+
+
+def _refused_global(e: BaseException) -> str | None:
+    """What torch's weights_only unpickler refused ("GLOBAL builtins.print", "a pickled object"),
+    or None when `e` is another failure. torch's own message is several lines of advice to load
+    with weights_only=False, which is exactly what must not be done with such a file."""
+    text = _ANSI.sub("", str(e))
+    if "Weights only load failed" not in text:
+        return None
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if m:
+        return f"GLOBAL {m.group(1)}"
+    m = re.search(r"Unsupported operand (\d+)|Unsupported class ([\w.]+)", text)
+    return f"unsupported pickle content{(' ' + next(g for g in m.groups() if g)) if m else ''}"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -86,3 +86,19 @@ def test_to_uint8():
 def test_image_result_success_property():
     r = ImageResult(hr=np.zeros((3, 4, 4), np.float32), lr=np.zeros((3, 1, 1), np.float32), record={"success": True})
     assert r.success is True and r.history == {}
+
+
+def test_min_l2_and_success_agree_at_the_float32_clamp():
+    # Seen: every successful record had min_l2 0.0020000000949949 (float32(0.002)) > eps 0.002, so a
+    # consumer checking min_l2 <= eps disagreed with "success".
+    eps = 2e-3
+    clamp = float(np.float32(eps))
+    assert clamp > eps
+    t = TrajectoryTracker(3, eps)
+    t.update(0, {"TOTAL": np.array([1.0, 1.0, 1.0]), "L2": np.array([clamp, 0.0025, eps * (1 + 1e-5)])})
+    recs = [t.record(r) for r in range(3)]
+    assert recs[0]["min_l2"] == eps and recs[0]["success"] is True
+    assert recs[0]["l2"] == clamp  # the loss's own value is kept in l2 / terms
+    for rec in recs:
+        assert rec["success"] == (rec["min_l2"] <= rec["eps"])
+    assert [r["success"] for r in recs] == [True, False, False]

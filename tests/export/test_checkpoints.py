@@ -67,8 +67,32 @@ def test_load_checkpoint_errors(tmp_path):
 
 def test_weights_only_refuses_pickled_objects(tmp_path):
     torch.save({"opt": torch.optim.SGD}, tmp_path / "code.pt")  # a class: needs unpickling code
-    with pytest.raises(PulseError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(PulseError, match=r"holds pickled code or objects \(GLOBAL torch.optim.sgd.SGD\)"):
         load_checkpoint(tmp_path / "code.pt")
+
+
+class _Payload:
+    """Pickles as a call that would create a file, if it ever ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_code_carrying_checkpoint_is_one_whole_sentence_and_never_runs(tmp_path):
+    # Seen: the error stopped mid-sentence at torch's hint ("... you have two options, do those steps
+    # only if you trust the source of the checkpoint.", with terminal colour codes).
+    marker = tmp_path / "ran"
+    torch.save({"w": torch.zeros(2), "x": _Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(PulseError) as e:
+        load_checkpoint(tmp_path / "evil.pt", "stylegan1 synthesis weights")
+    msg = str(e.value)
+    assert msg.startswith(f"stylegan1 synthesis weights {tmp_path / 'evil.pt'} holds pickled code or objects (GLOBAL ")
+    assert msg.endswith("save a plain state dict (torch.save(model.state_dict(), path)) or a .safetensors file")
+    assert "\x1b" not in msg and "two options" not in msg and "\n" not in msg
+    assert not marker.exists()
 
 
 def test_tensors_only():
