@@ -20,6 +20,7 @@ then os.replace'd over the destination, so an error or Ctrl-C never leaves a hal
 """
 from __future__ import annotations
 
+import glob
 import io
 import os
 import struct
@@ -247,6 +248,14 @@ def write_files_atomic(files: Mapping[os.PathLike | str, bytes]) -> None:
             temps.pop(0)
         for parent in {Path(p).parent for p in files}:
             _fsync_dir(parent)
+    except BaseException:
+        # A signal can land between mkstemp and the append above: remove every temp of this
+        # process standing in for one of these files, listed or not.
+        for path in files:
+            path = Path(path)
+            for tmp in path.parent.glob(glob.escape(temp_prefix(path.name)) + "*.tmp"):
+                temps.append((str(tmp), path))
+        raise
     finally:
         for tmp, _ in temps:
             try:

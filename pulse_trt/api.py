@@ -366,11 +366,12 @@ class Pulse:
                              "or pass --artifacts DIR (artefacts exported elsewhere with `pulse-trt export`)") from None
         from .engine.manifest import load_manifest  # noqa: PLC0415
 
-        from .engine.files import check_folder_path  # noqa: PLC0415
+        from .engine.files import check_folder_path, remove_stale_temps  # noqa: PLC0415
         from .export import onnx_export  # noqa: PLC0415
 
         what = "artefact cache" + (f" (${CACHE_ENV})" if os.environ.get(CACHE_ENV, "").strip() else "")
         check_folder_path(self.cache_dir, what)
+        remove_stale_temps(self.cache_dir)  # exports of processes killed outright (SIGKILL, power loss)
         generator = self._load_generator("cpu")
         key = onnx_export.build_manifest(generator, self.options, self.lr_size, self.precision)["key"]
         target = self.cache_dir / key

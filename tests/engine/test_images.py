@@ -281,3 +281,30 @@ def test_expand_inputs(tmp_path):
         expand_inputs([tmp_path / "sub"])
     with pytest.raises(PulseError, match="no such file"):
         expand_inputs([tmp_path / "zz.png"])
+
+
+def test_signal_between_mkstemp_and_bookkeeping_leaves_no_temp(tmp_path, monkeypatch):
+    # A SIGTERM handled as KeyboardInterrupt can land right after mkstemp returned, before the
+    # temp was recorded: the cleanup finds it by this process's temp name.
+    real = images.tempfile.mkstemp
+
+    def mkstemp_then_signal(**kw):
+        real(**kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(images.tempfile, "mkstemp", mkstemp_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        write_files_atomic({tmp_path / "a.bin": b"new"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fifo_input_is_refused_without_blocking(tmp_path):
+    # Seen: a FIFO given as an input file blocked forever (Pillow waited for a writer).
+    fifo = tmp_path / "face.png"
+    os.mkfifo(fifo)
+    with pytest.raises(PulseError, match="face.png: is a FIFO, not a regular file"):
+        expand_inputs([fifo])
+    with pytest.raises(PulseError, match="is a FIFO"):
+        load_image(fifo)
+    (tmp_path / "ok.png").write_bytes(b"x")
+    assert expand_inputs([tmp_path]) == [tmp_path / "ok.png"]  # a folder lists its regular files only
