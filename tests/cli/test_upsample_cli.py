@@ -197,7 +197,10 @@ def test_ctrl_c_leaves_only_complete_outputs(cli, tmp_path, monkeypatch):
     a, b = constant_png(tmp_path / "a.png"), constant_png(tmp_path / "b.png", side=16)  # two sizes: two searches
     out = tmp_path / "out"
     rc, _, err = cli("upsample", a, b, "-o", out, "--steps", 1, "-q")
-    assert rc == 130 and "interrupted" in err and "Traceback" not in err
+    assert rc == 130 and "Traceback" not in err
+    # Seen: "no partial output was written" although a's files were written whole (issue 16).
+    assert err.strip().splitlines() == ["pulse-trt: interrupted (SIGINT); the outputs of 1 of 2 inputs were written "
+                                        "whole (a); nothing of the other 1 (no half-written file is left)"]
     # a finished before the interrupt: its files are complete; b has none; no grid; no temp files.
     assert sorted(os.listdir(out)) == ["a_pulse.json", "a_pulse.png", "a_pulse_loss.png", "a_pulse_lr.png"]
     assert json.loads((out / "a_pulse.json").read_text())["success"] is True
@@ -235,7 +238,7 @@ def test_dcgan_batch_records_match_files(cli, tmp_path, dcgan_faces, artifacts5)
     assert rc == 0, err
     for p in dcgan_faces:
         rec = json.loads((out / f"{p.stem}_pulse.json").read_text())
-        assert rec["steps"] == 5 and len(rec["terms"]) == 4 and rec["success"] == (rec["min_l2"] <= 2e-3 * (1 + 1e-6))
+        assert rec["steps"] == 5 and len(rec["terms"]) == 4 and rec["success"] == (rec["min_l2"] <= rec["eps"])
         # output_l2_uint8 is what one measures on the files: D(HR png) vs the input png.
         hr = np.asarray(Image.open(out / f"{p.stem}_pulse.png")).transpose(2, 0, 1)[None] / 255.0  # [1, 3, 64, 64]
         y = np.asarray(Image.open(p)).transpose(2, 0, 1) / 255.0  # [3, 8, 8]

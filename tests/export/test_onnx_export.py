@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -10,6 +16,7 @@ import pytest
 import torch
 
 from pulse_trt.engine.errors import PulseError
+from pulse_trt.engine.manifest import load_manifest
 from pulse_trt.engine.options import PulseOptions
 from pulse_trt.export import onnx_export
 from pulse_trt.export.onnx_export import build_manifest, export_artifacts, export_cached
@@ -95,7 +102,7 @@ def test_cache_hit_returns_at_once(exported, tiny_style, monkeypatch):
     monkeypatch.setattr(onnx_export, "export_graph", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-export")))
     assert export_cached(tiny_style, PulseOptions(), 4, root) == out
     assert out.name == build_manifest(tiny_style, PulseOptions(), 4, "fp32")["key"]
-    assert [p.name for p in root.iterdir()] == [out.name]  # no temp dirs left
+    assert sorted(p.name for p in root.iterdir()) == [f".{out.name}.lock", out.name]  # no temp dirs left
 
 
 @pytest.mark.slow
@@ -145,3 +152,79 @@ def test_float64_arbiter_measures_both_sides_against_float64(exported, tiny_styl
         assert 0.0 <= ort_err < 1e-4 and 0.0 <= torch_err < 1e-4, name
     # float64 is a different computation: somewhere float32 rounding shows on both sides
     assert max(e for e, _ in judged.values()) > 0 and max(e for _, e in judged.values()) > 0
+
+
+# ---- concurrency (issue 16) -------------------------------------------------------------------------
+
+def _counting_export_graph(monkeypatch) -> list:
+    calls = []
+    real = onnx_export.export_graph
+
+    def export_graph(fn, inputs, outputs, path, **kwargs):
+        calls.append(Path(path).name)
+        return real(fn, inputs, outputs, path, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "export_graph", export_graph)
+    return calls
+
+
+@pytest.mark.slow
+def test_threads_export_same_and_different_keys_into_an_empty_cache(tiny_vector, tmp_path, monkeypatch):
+    # Seen: two Pulse instances exporting into an empty cache at once (threads) crashed inside torch
+    # ("ProxyTorchDispatchMode slot already occupied", "CURRENT_PATCHER is None"): 2 of 3 threads failed.
+    root = tmp_path / "cache"
+    calls = _counting_export_graph(monkeypatch)
+    jobs = [PulseOptions(), PulseOptions(), PulseOptions(eps=1e-3)]
+    results, errors = [None] * len(jobs), []
+    start = threading.Barrier(len(jobs))
+
+    def work(i):
+        try:
+            start.wait()
+            results[i] = export_cached(tiny_vector, jobs[i], 4, root, verify=False, check_trt=False, progress=False)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert results[0] == results[1] != results[2]
+    assert sorted(calls) == ["render.onnx", "render.onnx", "step.onnx", "step.onnx"]  # one export per key
+    for r in results:
+        assert load_manifest(r, key=r.name).key == r.name
+    assert sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) == sorted({r.name for r in results})
+
+
+_PROCESS_EXPORT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from tiny_generator import TinyVectorGenerator
+    from pulse_trt.engine.options import PulseOptions
+    from pulse_trt.export import onnx_export
+    real = onnx_export.export_graph
+    def export_graph(fn, inputs, outputs, path, **kwargs):
+        with open(sys.argv[3], "a") as log:
+            log.write(path.name + "\\n")
+        return real(fn, inputs, outputs, path, **kwargs)
+    onnx_export.export_graph = export_graph
+    out = onnx_export.export_cached(TinyVectorGenerator(), PulseOptions(), 4, sys.argv[1], verify=False,
+                                    check_trt=False, progress=False)
+    print(out)
+""")
+
+
+@pytest.mark.slow
+def test_processes_export_one_key_once(tmp_path):
+    root, log = tmp_path / "cache", tmp_path / "exports.log"
+    here = str(Path(__file__).parent)
+    procs = [subprocess.Popen([sys.executable, "-c", _PROCESS_EXPORT, str(root), here, str(log)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert outs[0][0] == outs[1][0]
+    assert sorted(log.read_text().split()) == ["render.onnx", "step.onnx"]  # the second process found the first's export
+    entry = Path(outs[0][0].strip())
+    assert load_manifest(entry, key=entry.name) and sorted(os.listdir(root)) == [f".{entry.name}.lock", entry.name]

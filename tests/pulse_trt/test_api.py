@@ -215,6 +215,45 @@ def test_one_instance_from_two_threads(art, faces):
         np.testing.assert_array_equal(r.hr, alone.hr)
 
 
+@pytest.mark.slow
+def test_instances_in_threads_on_an_empty_cache(art, faces, tmp_path, monkeypatch):
+    """Seen: Pulse instances exporting into an empty cache at the same time in one process crashed
+    with raw torch errors ("ProxyTorchDispatchMode slot already occupied"); 2 of 3 threads failed.
+    Now one exports (the export is the real one; its slow verification is skipped here), the others
+    wait for it and find it, and all three search with the same artefacts."""
+    from pulse_trt.export import onnx_export, verify  # noqa: PLC0415
+
+    monkeypatch.setattr(verify, "verify_artifacts", lambda *a, **k: {"skipped": "test"})
+    traced = []
+    real = onnx_export.export_graph
+    monkeypatch.setattr(onnx_export, "export_graph", lambda fn, i, o, path, **k: traced.append(path.name) or
+                        real(fn, i, o, path, **k))
+    cache = tmp_path / "cache"
+    start = threading.Barrier(3)
+    out, errors = {}, []
+
+    def work(k):
+        try:
+            p = Pulse(lr_size=8, options=PulseOptions(steps=STEPS), cache_dir=cache)
+            start.wait()
+            with p:
+                out[k] = (p.key, p.search(faces[:1])[0])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(traced) == ["render.onnx", "step.onnx"]  # one export
+    assert {key for key, _ in out.values()} == {art.name}
+    first = out[0][1]
+    for _, r in out.values():
+        np.testing.assert_array_equal(r.hr, first.hr)
+
+
 def test_close_then_search_reopens(art, faces):
     p = Pulse(artifacts=art)
     a = p.search(faces[:1])[0]
