@@ -260,6 +260,7 @@ def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, 
         raise PulseError(f"output directory {out_dir} exists and is not empty")
     check_folder_path(out_dir.parent, "output folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir.parent)  # exports of processes killed outright (only dead owners' temps)
     # The project's temp name (engine.files): a run killed by SIGKILL leaves it for the next
     # run to remove; SIGINT / SIGTERM / SIGHUP unwind through the finally below.
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir.name), dir=out_dir.parent))

@@ -228,3 +228,30 @@ def test_processes_export_one_key_once(tmp_path):
     assert sorted(log.read_text().split()) == ["render.onnx", "step.onnx"]  # the second process found the first's export
     entry = Path(outs[0][0].strip())
     assert load_manifest(entry, key=entry.name) and sorted(os.listdir(root)) == [f".{entry.name}.lock", entry.name]
+
+
+def test_cache_entry_that_cannot_be_moved_aside_names_the_folder_to_delete(tmp_path, monkeypatch):
+    entry = tmp_path / ("a" * 64)
+    entry.mkdir()
+
+    def denied(src, dst):
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(onnx_export.os, "replace", denied)
+    with pytest.raises(PulseError, match=f"are unusable \\(x is damaged\\) and could not be moved aside "
+                                         f"\\(Permission denied\\): delete {entry}"):
+        onnx_export.move_aside(entry, "x is damaged; re-export the artefacts")
+    assert entry.is_dir()
+
+
+def test_move_aside_replaces_an_older_damaged_entry_and_says_so(tmp_path):
+    entry, older = tmp_path / "k", tmp_path / "k.damaged"
+    entry.mkdir()
+    (entry / "step.onnx").write_bytes(b"new")
+    older.mkdir()
+    (older / "step.onnx").write_bytes(b"old")
+    notes = []
+    assert onnx_export.move_aside(entry, "'k/step.onnx' is damaged (re-export the artefacts)", notes.append) == older
+    assert not entry.exists() and (older / "step.onnx").read_bytes() == b"new"
+    assert notes == [f"the cached artefacts in {entry} were unusable ('k/step.onnx' is damaged); moved them to "
+                     "k.damaged and exporting them again"]
