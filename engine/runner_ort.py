@@ -39,7 +39,7 @@ _OOM = re.compile(r"BFCArena|Failed to allocate memory|bad_alloc|out of memory|c
                   r"CUDA failure 2:|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED")
 
 
-def ort_memory_error(e: BaseException, what: str) -> MemoryError | None:
+def ort_memory_error(e: BaseException, what: str | None = None) -> MemoryError | None:
     """A MemoryError (one line, what ran out and where) when ONNX Runtime's exception `e` is an
     allocation failure, else None: running out of memory is the machine's limit, not a bug."""
     text = " ".join(str(e).split())
@@ -47,7 +47,7 @@ def ort_memory_error(e: BaseException, what: str) -> MemoryError | None:
         return None
     asked = re.search(r"requested bytes of (\d+)", text)
     size = f"{int(asked.group(1))} bytes" if asked else "memory"
-    return MemoryError(f"ONNX Runtime could not allocate {size} while {what}")
+    return MemoryError(f"ONNX Runtime could not allocate {size}" + (f" while {what}" if what else ""))
 
 
 def session_options(threads: int | None = None, profile: str | None = None):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -100,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(interrupted_message(e), file=sys.stderr)
         return 128 + getattr(e, "signum", signal.SIGINT)
     except MemoryError as e:
-        detail = f" ({' '.join(str(e).split())})" if str(e) else ""
-        print(f"pulse-trt: error: out of memory{detail}; try a smaller --batch-size (or fewer --duplicates)",
-              file=sys.stderr)
+        _print_out_of_memory(e)
         return 2
     except OSError as e:  # the machine's doing (disk, permissions, devices): an error, not a bug
         if os.environ.get(DEBUG_ENV):
@@ -110,9 +109,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pulse-trt: error: {os_error_text(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  a bug of ours: one line, the traceback on request
+        memory = as_memory_error(e)
+        if memory is not None and not os.environ.get(DEBUG_ENV):
+            _print_out_of_memory(memory)
+            return 2
         return _internal_error(e)
     finally:
         _restore_signal_handlers(previous)
+
+
+# Allocation failures that libraries report as other exception types: torch on CPU
+# (RuntimeError "DefaultCPUAllocator: not enough memory") and CUDA (torch.OutOfMemoryError);
+# ONNX Runtime outside the engine's runner (the export's verification): engine.runner_ort.
+_TORCH_OOM = re.compile(r"DefaultCPUAllocator: (not enough memory|can't allocate memory)|CUDA out of memory")
+
+
+def as_memory_error(e: BaseException) -> MemoryError | None:
+    """A MemoryError describing `e` when it is an allocation failure reported as another type."""
+    from ..engine.runner_ort import ort_memory_error  # noqa: PLC0415  (numpy only; ORT not imported)
+
+    text = " ".join(str(e).split())
+    if type(e).__name__ == "OutOfMemoryError" or _TORCH_OOM.search(text):
+        asked = re.search(r"(?:tried to allocate|Tried to allocate) ([0-9.]+ ?[KMGT]?i?B|\d+ bytes)", text)
+        return MemoryError(f"torch could not allocate {asked.group(1) if asked else 'memory'}")
+    return ort_memory_error(e)
+
+
+def _print_out_of_memory(e: MemoryError) -> None:
+    detail = f" ({' '.join(str(e).split())})" if str(e) else ""
+    print(f"pulse-trt: error: out of memory{detail}; try a smaller --batch-size (or fewer --duplicates)",
+          file=sys.stderr)
 
 
 def os_error_text(e: OSError) -> str:

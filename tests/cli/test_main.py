@@ -31,6 +31,13 @@ def _failing_run(exc):
     (MemoryError(), 2, ["error: out of memory"]),
     (MemoryError("ONNX Runtime could not allocate 1048576 bytes"), 2,
      ["error: out of memory (ONNX Runtime could not allocate 1048576 bytes)"]),
+    # Allocation failures reported as other types: torch on CPU, ORT outside the engine's runner.
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: not enough memory: you tried to "
+                  "allocate 68719476736 bytes."), 2, ["error: out of memory (torch could not allocate 68719476736 bytes)"]),
+    (RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Conv node. "
+                  "bfc_arena.cc:360 void* onnxruntime::BFCArena::AllocateRawInternal(size_t, bool) Available memory "
+                  "of 0 is smaller than requested bytes of 8388608"), 2,
+     ["error: out of memory (ONNX Runtime could not allocate 8388608 bytes)"]),
 ])
 def test_failures_are_one_line(cli, monkeypatch, exc, rc, words):
     monkeypatch.delenv("PULSE_TRT_DEBUG", raising=False)
