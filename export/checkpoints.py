@@ -173,17 +173,13 @@ def _first_line(e: BaseException) -> str:
 
 
 def _refused_global(e: BaseException) -> str | None:
-    """What torch's weights_only unpickler refused ("GLOBAL builtins.print", "a pickled object"),
-    or None when `e` is another failure. torch's own message is several lines of advice to load
-    with weights_only=False, which is exactly what must not be done with such a file."""
+    """What torch's weights_only unpickler refused ("GLOBAL builtins.print": the class or
+    function a pickled object or call needs), or None when `e` is another failure (garbage
+    bytes, truncation). torch's own message is several lines of advice to load with
+    weights_only=False, which is exactly what must not be done with such a file."""
     text = _ANSI.sub("", str(e))
-    if "Weights only load failed" not in text:
-        return None
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if m:
-        return f"GLOBAL {m.group(1)}"
-    m = re.search(r"Unsupported operand (\d+)|Unsupported class ([\w.]+)", text)
-    return f"unsupported pickle content{(' ' + next(g for g in m.groups() if g)) if m else ''}"
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) if "Weights only load failed" in text else None
+    return f"GLOBAL {m.group(1)}" if m else None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
