@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -198,36 +197,42 @@ def test_threads_export_same_and_different_keys_into_an_empty_cache(tiny_vector,
     assert sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) == sorted({r.name for r in results})
 
 
-_PROCESS_EXPORT = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, sys.argv[2])
-    from tiny_generator import TinyVectorGenerator
-    from pulse_trt.engine.options import PulseOptions
-    from pulse_trt.export import onnx_export
-    real = onnx_export.export_graph
-    def export_graph(fn, inputs, outputs, path, **kwargs):
-        with open(sys.argv[3], "a") as log:
-            log.write(path.name + "\\n")
-        return real(fn, inputs, outputs, path, **kwargs)
-    onnx_export.export_graph = export_graph
-    out = onnx_export.export_cached(TinyVectorGenerator(), PulseOptions(), 4, sys.argv[1], verify=False,
-                                    check_trt=False, progress=False)
-    print(out)
+_HOLD_LOCK = textwrap.dedent("""
+    import fcntl, sys
+    with open(sys.argv[1], "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        print("held", flush=True)
+        sys.stdin.readline()
 """)
 
 
-@pytest.mark.slow
-def test_processes_export_one_key_once(tmp_path):
-    root, log = tmp_path / "cache", tmp_path / "exports.log"
-    here = str(Path(__file__).parent)
-    procs = [subprocess.Popen([sys.executable, "-c", _PROCESS_EXPORT, str(root), here, str(log)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
-    assert outs[0][0] == outs[1][0]
-    assert sorted(log.read_text().split()) == ["render.onnx", "step.onnx"]  # the second process found the first's export
-    entry = Path(outs[0][0].strip())
-    assert load_manifest(entry, key=entry.name) and sorted(os.listdir(root)) == [f".{entry.name}.lock", entry.name]
+def test_cache_lock_excludes_another_process(tmp_path):
+    """Another process holding a key's lock (as an exporting pulse-trt does) makes cache_lock wait,
+    saying so once, until it lets go."""
+    key = "b" * 64
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path / f".{key}.lock")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        said, entered = [], threading.Event()
+
+        def take():
+            with onnx_export.cache_lock(tmp_path, key, said.append):
+                entered.set()
+
+        t = threading.Thread(target=take)
+        t.start()
+        while not said and t.is_alive():  # the non-blocking attempt failed: it says so, then waits
+            t.join(0.01)
+        assert said == [f"waiting for another pulse-trt process exporting the same artefacts into {tmp_path}"]
+        assert not entered.is_set()
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        t.join()
+        assert entered.is_set()
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_cache_entry_that_cannot_be_moved_aside_names_the_folder_to_delete(tmp_path, monkeypatch):
