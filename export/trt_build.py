@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.errors import PulseError
+from ..engine.files import temp_prefix
 
 INSTALL_HINT = "pip install 'pulse-trt[trt]' (TensorRT 10 or 11 on a machine with an NVIDIA GPU)"
 
@@ -174,7 +175,7 @@ class EngineFromOnnx:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

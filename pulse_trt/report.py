@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .engine.errors import PulseError
+from .engine.files import temp_prefix
 
 GRID_MAX_CELL = 512  # default cell side: the output's side, at most this
 GRID_GAP = 4  # px between cells
@@ -35,7 +36,7 @@ GRID_MISSING = (200, 200, 200)  # a cell without an aligned HR crop
 def _write_atomic(path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

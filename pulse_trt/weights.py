@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from .engine.errors import PulseError
+from .engine.files import remove_stale_temps, temp_prefix
 
 WEIGHTS_ENV = "PULSE_TRT_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/pulse-trt/weights")
@@ -184,7 +185,8 @@ def _convert(ir_dir: Path, entry: Path, source: dict, log) -> Path:
     parent = entry.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=parent))
+        remove_stale_temps(parent)  # conversions of processes killed outright
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(entry.name), suffix=".tmp", dir=parent))
         tmp.chmod(0o755)
     except OSError as e:
         raise PulseError(f"cannot write the weights cache {parent} ({e.strerror or e}); set ${WEIGHTS_ENV} "
