@@ -319,12 +319,6 @@ def _export_into(generator, options, lr_size, tmp: Path, precision, verify, chec
     return manifest
 
 
-def artifacts_complete(path, key: str | None = None) -> bool:
-    """True when path holds artefacts that load and verify (engine.manifest.load_manifest: schema,
-    key, sizes and sha256 of every file), with key `key` when given."""
-    return cache_problem(path, key) is None
-
-
 MISSING = "missing"
 
 

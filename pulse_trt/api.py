@@ -364,9 +364,8 @@ class Pulse:
         except ImportError:
             raise PulseError(f"exporting the ONNX artefacts needs onnx, which is not installed: {EXPORT_HINT}, "
                              "or pass --artifacts DIR (artefacts exported elsewhere with `pulse-trt export`)") from None
-        from .engine.manifest import load_manifest  # noqa: PLC0415
-
         from .engine.files import check_folder_path, remove_stale_temps  # noqa: PLC0415
+        from .engine.manifest import load_manifest  # noqa: PLC0415
         from .export import onnx_export  # noqa: PLC0415
 
         what = "artefact cache" + (f" (${CACHE_ENV})" if os.environ.get(CACHE_ENV, "").strip() else "")
