@@ -45,8 +45,8 @@ def temp_owner(entry_name: str) -> tuple[str, int] | None:
 
 def pid_alive(pid: int) -> bool:
     """True when a process `pid` exists on this host (also one we may not signal)."""
-    if pid <= 0:
-        return True  # not a real owner: leave the entry alone
+    if pid <= 0 or os.name == "nt":  # not a real owner; on Windows os.kill(pid, 0) would kill it
+        return True  # leave the entry alone
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

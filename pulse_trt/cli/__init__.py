@@ -41,11 +41,18 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _raise_interrupted(signum, frame):
-    # One signal is enough: later ones (a second Ctrl-C, a supervisor repeating SIGTERM) must not
-    # cut the cleanup short. SIGKILL still ends the process; its temps go on the next run.
-    for sig in HANDLED_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    # The first signal unwinds the run (temps removed on the way out). A second one while that
+    # cleanup runs (Ctrl-C pressed again) leaves at once: the temps it leaves carry this process's
+    # pid, and the next run into the same folder removes them.
+    if _raise_interrupted.pending:
+        os.write(2, f"pulse-trt: {signal.Signals(signum).name} again: stopped without cleaning up (the next run "
+                    "removes the temp files)\n".encode())
+        os._exit(128 + signum)
+    _raise_interrupted.pending = True
     raise Interrupted(signum)
+
+
+_raise_interrupted.pending = False
 
 
 def _install_signal_handlers() -> dict:
@@ -53,6 +60,7 @@ def _install_signal_handlers() -> dict:
     handlers, for _restore_signal_handlers."""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    _raise_interrupted.pending = False
     return {sig: signal.signal(sig, _raise_interrupted) for sig in HANDLED_SIGNALS}
 
 

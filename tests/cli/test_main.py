@@ -6,6 +6,9 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -71,3 +74,24 @@ def test_signals_are_handled_like_ctrl_c(cli, monkeypatch, sig, rc, name):
     assert code == rc
     assert err.strip().splitlines() == [f"pulse-trt: {name}; no partial output was written"]
     assert signal.getsignal(sig) is before  # main() puts the previous handlers back
+
+
+_TWICE = textwrap.dedent("""
+    import os, signal, sys
+    from pulse_trt.cli import export, main
+    def run(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:  # the cleanup on the way out is hit by a second signal
+            os.kill(os.getpid(), signal.SIGTERM)
+            print("cleanup finished", file=sys.stderr)
+    export.run = run
+    sys.exit(main(["export", "--lr-size", "8", "-o", "x"]))
+""")
+
+
+def test_second_signal_during_cleanup_leaves_at_once():
+    proc = subprocess.run([sys.executable, "-c", _TWICE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143
+    assert proc.stderr.strip().splitlines() == [
+        "pulse-trt: SIGTERM again: stopped without cleaning up (the next run removes the temp files)"]

@@ -12,7 +12,7 @@ from pulse_trt.engine import manifest as manifest_mod
 from pulse_trt.engine.errors import PulseError
 from pulse_trt.engine.manifest import load_manifest
 
-from toy_artifacts import seal, write_toy_artifacts
+from toy_artifacts import write_toy_artifacts
 
 
 @pytest.fixture
