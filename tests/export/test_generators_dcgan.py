@@ -46,7 +46,7 @@ def _original_tutorial_generator() -> nn.Sequential:
 
 
 def test_registry_names():
-    assert GENERATORS == ("dcgan", "stylegan1")
+    assert GENERATORS == ("dcgan", "stylegan1", "mobilestylegan")
 
 
 def test_spec(dcgan):
