@@ -1,20 +1,33 @@
-"""The GPU suite: on a machine with an NVIDIA GPU, build the kernels, run every GPU test, then
-validate and time the fused kernels (llm.c style) and write JSON + a Markdown table.
+"""The GPU suite: one command that fits a short GPU window and leaves its most important rows in
+$OUT even when it is stopped early.
 
-    python benchmarks/gpu_suite.py [--out DIR] [--dry-run] [--skip-build] [--skip-tests]
+    bash benchmarks/gpu_suite.sh --budget 8m       # on a GPU machine (benchmarks/README.md)
+    python benchmarks/gpu_suite.py --dry-run       # anywhere: the parts, their budgets, the skips
+    python benchmarks/gpu_suite.py --prewarm       # CPU-side work only: kernel build, ONNX exports
 
-Steps:
-  1. cmake -S . -B build && cmake --build build
-  2. python -m pytest -m gpu tests -q   (every GPU test; the suite carries on if some fail)
-  3. copy bandwidth: a large device-to-device copy, (bytes read + written) / median time.
-  4. per case (batch, lr size, dtype) at --size px: validate first (outputs poisoned with NaN,
-     fresh random inputs, every output against the float64 reference, relative error < 1e-5
-     for fp32), then time with warm-up, an L2 flush before each run, CUDA events, median:
-     ours (downsample_loss_fwd + downscale_transpose) and torch's conv-based D + loss forward
-     + backward (export/losses.py with autograd). Reports GB/s (HR read + dL/dHR written),
-     the fraction of copy bandwidth and the speed-up over torch.
-  5. sphere_update (adam) on a PULSE latent [B, 18, 512] against torch's eager formulas.
-Writes $OUT (or --out)/gpu_suite.json and gpu_suite.md naming device, driver, CUDA and command.
+Parts run in PARTS order, most important first: the machine and ONNX Runtime's CUDA provider,
+then the engine end to end at batch 1 in fp32 (ort-cuda against the PyTorch reference), the GPU
+tests, the fused kernels, bf16, the largest batch that fits, torch.compile, continuous batching.
+Each engine part exports its graphs (cached; the prewarm usually did it already), verifies them on
+the GPU (ONNX Runtime CUDA against the torch step on CUDA, fresh random inputs at batch 1 and 3,
+tensor-wise relative error against export.verify.TOLERANCE: fp32 1e-4, bf16 1e-1), then times
+them with pulse_trt.bench.run_bench (warm-up, then repeats; medians; FLOP floor).
+
+Method for fitting the window:
+  1. Every part runs in its own process under a deadline of min(its budget, time left before
+     --budget); a part past it is stopped (its process group killed) and the next one starts.
+  2. A part whose generator, feature or library is missing is skipped with a one-line reason
+     (MobileStyleGAN weights neither carried nor cached; continuous batching not in this
+     checkout; no CUDA provider in onnxruntime): the suite never fails for a missing feature.
+  3. Every measured row is appended to $OUT/rows.jsonl at once (fsync), and suite.json, suite.md
+     and throughput.png are rewritten after every row: whatever stops the suite, the rows
+     measured so far are in $OUT.
+  4. The "largest batch" parts size their batch from the batch-1 rows already measured: the
+     largest power of 2 whose warm-up + timed runs fit in the part's deadline (linear in batch,
+     which over-estimates: batching only gets cheaper per image).
+$OUT holds at most these files (OUT_FILES): suite.md, suite.json, rows.jsonl, suite.log,
+gpu_tests.log, prewarm.log, throughput.png. Work files (artefact cache, kernel build log, prewarm
+status) live in $PULSE_SUITE_WORK (default /tmp/pulse-gpu-suite).
 """
 from __future__ import annotations
 
@@ -22,88 +35,608 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TOL_FP32 = 1e-5
+WORK = Path(os.environ.get("PULSE_SUITE_WORK", "/tmp/pulse-gpu-suite"))
+OUT_FILES = ("suite.md", "suite.json", "rows.jsonl", "suite.log", "gpu_tests.log", "prewarm.log", "throughput.png")
+STEPS = 100           # PULSE's default; every engine row runs the whole search
+TOL_FP32 = 1e-5       # kernels against their float64 reference
+RESERVE_S = 5.0       # kept back at the end for the last render
+GENERATORS = {
+    "dcgan": {"lr_size": 8, "resolution": 64, "max_batch": 256,
+              "label": "dcgan 64 px, embedded weights, LR 8"},
+    "stylegan1": {"lr_size": 32, "resolution": 1024, "max_batch": 64,
+                  "label": "StyleGAN v1 1024 px (PULSE's architecture), seeded random weights, LR 32"},
+    "mobilestylegan": {"lr_size": 32, "resolution": 1024, "max_batch": 64,
+                       "label": "MobileStyleGAN 1024 px (distilled from StyleGAN2-FFHQ), LR 32"},
+}
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=os.environ.get("OUT", "gpu_suite_out"), help="output folder (default $OUT)")
-    p.add_argument("--size", type=int, default=1024, help="HR side (default 1024)")
-    p.add_argument("--lr-sizes", type=int, nargs="+", default=[16, 32, 64])
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--repeat", type=int, default=50)
-    p.add_argument("--skip-build", action="store_true")
-    p.add_argument("--skip-tests", action="store_true")
-    p.add_argument("--dry-run", action="store_true", help="list the steps and exit")
-    return p.parse_args(argv)
+@dataclass(frozen=True)
+class Part:
+    """One unit of the suite: `kind` names the function that runs it (in a child process, except
+    prewarm-wait), `params` its arguments, `budget` the most seconds it may take."""
+
+    name: str
+    kind: str
+    budget: float
+    what: str
+    params: dict = field(default_factory=dict)
 
 
-def cases(args):
-    return [(b, lr, dt) for dt in args.dtypes for lr in args.lr_sizes for b in args.batches]
+def _engine(gen, precision, batch, backends, budget, repeats, verify=True) -> Part:
+    b = "batch 1" if batch == 1 else "the largest batch that fits"
+    v = f", verify {precision} on the GPU" if verify else ""
+    return Part(f"{gen}-{precision}-{'b1' if batch == 1 else 'max'}" + ("-compile" if backends == ("torch-compile",) else ""),
+                "engine", budget, f"{GENERATORS[gen]['label']}: export{v}, {' + '.join(backends)} at {b}, "
+                f"{STEPS} steps, warm-up + {repeats} timed",
+                {"generator": gen, "precision": precision, "batch": batch, "backends": backends,
+                 "repeats": repeats, "verify": verify})
 
 
-def plan(args) -> list[str]:
-    steps = []
-    if not args.skip_build:
-        steps.append("build: cmake -S . -B build && cmake --build build")
-    if not args.skip_tests:
-        steps.append(f"tests: {sys.executable} -m pytest -m gpu tests -q")
-    steps.append("bandwidth: device-to-device copy of 1 GiB, median of events")
-    for b, lr, dt in cases(args):
-        steps.append(f"downsample_loss: batch {b}, {args.size} px -> {lr} px, {dt}: validate, then time ours and torch")
-    steps.append("sphere_update adam: latent [8, 18, 512]: validate, then time ours and torch")
-    steps.append(f"write: {Path(args.out) / 'gpu_suite.json'} and {Path(args.out) / 'gpu_suite.md'}")
-    return steps
+PARTS = (
+    Part("env", "env", 30, "device, driver, CUDA, versions; ONNX Runtime CUDA smoke session (provider really active)"),
+    Part("prewarm-wait", "prewarm-wait", 90, "wait for the background prewarm (kernel build, exports) started by "
+                                               "stage_ort_gpu.sh receive --prewarm; stop it at the deadline"),
+    _engine("dcgan", "fp32", 1, ("ort-cuda", "torch"), 60, 3),
+    _engine("stylegan1", "fp32", 1, ("ort-cuda", "torch"), 110, 2),
+    _engine("mobilestylegan", "fp32", 1, ("ort-cuda", "torch"), 100, 2),
+    Part("gpu-tests", "tests", 90, "build the kernels if needed; python -m pytest -m gpu tests (every GPU test)"),
+    Part("kernels", "kernels", 50, "fused kernels at 1024 px: validate against float64, then time against torch "
+                                   "(batch 1, 8; LR 32; fp32, bf16) and copy bandwidth; sphere_update"),
+    _engine("stylegan1", "bf16", 1, ("ort-cuda",), 70, 2),
+    _engine("mobilestylegan", "bf16", 1, ("ort-cuda",), 70, 2),
+    _engine("dcgan", "bf16", 1, ("ort-cuda",), 30, 3),
+    _engine("dcgan", "fp32", 1, ("torch-compile",), 60, 3, verify=False),
+    _engine("stylegan1", "fp32", "max", ("ort-cuda", "torch"), 75, 1, verify=False),
+    _engine("mobilestylegan", "fp32", "max", ("ort-cuda", "torch"), 75, 1, verify=False),
+    _engine("stylegan1", "bf16", "max", ("ort-cuda",), 45, 1, verify=False),
+    _engine("dcgan", "fp32", "max", ("ort-cuda", "torch"), 40, 2, verify=False),
+    Part("stream-dcgan", "stream", 45, "continuous batching (issue 12): 64 dcgan faces through 8 slots on ort-cuda, "
+                                       "images/s and latency"),
+    _engine("stylegan1", "fp32", 1, ("torch-compile",), 150, 2, verify=False),
+    _engine("mobilestylegan", "fp32", 1, ("torch-compile",), 150, 2, verify=False),
+)
+PART_BY_NAME = {p.name: p for p in PARTS}
+# What the prewarm exports, in the order the parts need it: (generator, precision)
+EXPORTS = tuple(dict.fromkeys((p.params["generator"], p.params["precision"]) for p in PARTS if p.kind == "engine"))
 
 
-def markdown_table(report: dict) -> str:
-    """The Markdown summary of a report (what gpu_suite.md holds)."""
-    env = report["environment"]
-    lines = [f"# GPU suite: {env['device']}", "",
-             f"- driver {env['driver']}, CUDA {env['cuda']}, torch {env['torch']}",
-             f"- command: `{env['command']}`",
-             f"- copy bandwidth (device-to-device, read + write): {report['copy_gbps']:.0f} GB/s",
-             f"- GPU tests: {report.get('tests', {}).get('summary', 'not run')}", "",
-             "| batch | HR -> LR | dtype | max rel err | ours (us) | GB/s | % of copy | torch (us) | speed-up |",
-             "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in report["downsample_loss"]:
-        lines.append(f"| {r['batch']} | {r['size']} -> {r['lr_size']} | {r['dtype']} | {r['max_rel_err']:.1e} | "
-                     f"{r['ours_us']:.1f} | {r['gbps']:.0f} | {100 * r['gbps'] / report['copy_gbps']:.0f}% | "
-                     f"{r['torch_us']:.1f} | {r['torch_us'] / r['ours_us']:.1f}x |")
-    for r in report.get("sphere_update", []):
-        lines += ["", f"sphere_update {r['opt']} {r['shape']}: ours {r['ours_us']:.1f} us, torch {r['torch_us']:.1f} us, "
-                      f"max rel err {r['max_rel_err']:.1e}"]
-    return "\n".join(lines) + "\n"
+# -- small helpers ---------------------------------------------------------------------------------
+def parse_budget(text: str) -> float:
+    """'8m', '90s', '1h', '1m30s' or plain seconds -> seconds."""
+    s = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", s)
+    if not parts or "".join(a + u for a, u in parts) != s:
+        raise argparse.ArgumentTypeError(f"budget {text!r}: use e.g. 8m, 90s, 1m30s or seconds")
+    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[u] for a, u in parts)
 
 
-def write_report(report: dict, out: Path) -> None:
+def _log(msg: str) -> None:
+    print(f"[gpu_suite {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def append_row(out: Path, row: dict) -> None:
+    """Append one row to out/rows.jsonl (flushed and synced), then re-render the summaries."""
+    row = {"t": round(time.time(), 1), **row}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_suite.json").write_text(json.dumps(report, indent=2))
-    (out / "gpu_suite.md").write_text(markdown_table(report))
+    with open(out / "rows.jsonl", "a") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    render(out, plot=row["kind"] in ("bench", "end"))
 
 
-def environment(torch) -> dict:
-    def cmd(c):
+def read_rows(out: Path) -> list[dict]:
+    rows = []
+    try:
+        with open(Path(out) / "rows.jsonl") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:  # a line cut by a kill mid-write
+                        pass
+    except OSError:
+        pass
+    return rows
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# -- availability (parent side: no torch import) --------------------------------------------------
+def mobilestylegan_weights() -> tuple[str | None, str | None]:
+    """(path, None) when MobileStyleGAN's converted weights are carried or cached, else (None, why)."""
+    try:
+        from pulse_trt.engine.errors import PulseError  # noqa: PLC0415
+        from pulse_trt.weights import resolve_weights  # noqa: PLC0415
+    except ImportError as e:
+        return None, f"this checkout has no mobilestylegan support ({e})"
+    try:
+        return str(resolve_weights("mobilestylegan", None, download=False)), None
+    except PulseError:
+        return None, ("MobileStyleGAN weights are neither carried nor cached (stage them with "
+                      "benchmarks/device/stage_ort_gpu.sh stage --with-mobilestylegan; elsewhere "
+                      "pulse-trt weights fetch mobilestylegan)")
+
+
+def continuous_batching() -> str | None:
+    """None when the engine has continuous batching (issue 12) and bench a stream mode, else why not."""
+    import importlib.util  # noqa: PLC0415
+
+    try:
+        if importlib.util.find_spec("pulse_trt.engine.scheduler") is None:
+            return "continuous batching (issue 12, engine/scheduler.py) is not in this checkout"
+        from pulse_trt.cli import bench as bench_cli  # noqa: PLC0415
+    except ImportError as e:
+        return f"continuous batching not importable ({e})"
+    p = argparse.ArgumentParser()
+    bench_cli.add_parser(p.add_subparsers())
+    opts = p._subparsers._group_actions[0].choices["bench"]._option_string_actions  # noqa: SLF001
+    missing = [o for o in ("--stream", "--slots") if o not in opts]
+    return f"pulse-trt bench has no {' / '.join(missing)} option yet (issue 12)" if missing else None
+
+
+def env_row(rows: list[dict]) -> dict | None:
+    return next((r for r in rows if r.get("kind") == "env"), None)
+
+
+def skip_reason(part: Part, rows: list[dict]) -> str | None:
+    """Why `part` cannot run here (from what is installed and the env row), or None."""
+    env = env_row(rows)
+    if part.kind in ("env", "prewarm-wait"):
+        return None
+    if env is not None and not env.get("cuda"):
+        return "no CUDA GPU (env)"
+    if part.kind == "engine" and part.params["generator"] == "mobilestylegan":
+        why = mobilestylegan_weights()[1]
+        if why:
+            return why
+    if part.kind == "stream":
+        why = continuous_batching()
+        if why:
+            return why
+    ort_only = part.kind == "stream" or (part.kind == "engine" and set(part.params["backends"]) <= {"ort-cuda"})
+    if ort_only and env is not None and not env.get("ort_cuda", {}).get("ok"):
+        return "ONNX Runtime's CUDA provider is not active: " + env.get("ort_cuda", {}).get("why", "see env")
+    if part.kind == "engine" and part.params["batch"] == "max":
+        gen, prec = part.params["generator"], part.params["precision"]
+        if not [r for r in rows if r.get("kind") == "bench" and r.get("generator") == gen
+                and r.get("precision") == prec and r.get("batch") == 1]:
+            return f"no batch-1 row of {gen} {prec} to size the batch from"
+    return None
+
+
+# -- the parent -------------------------------------------------------------------------------------
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         try:
-            return subprocess.run(c, capture_output=True, text=True, timeout=60).stdout.strip()
-        except Exception:
-            return "unknown"
-    return {"device": torch.cuda.get_device_name(), "driver": cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]),
-            "cuda": torch.version.cuda, "nvcc": cmd(["nvcc", "--version"]).splitlines()[-1:] or "", "torch": torch.__version__,
-            "python": platform.python_version(), "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
+def part_argv(part: Part, out: Path, limit: float) -> list[str]:
+    if part.kind == "cmd":  # tests: an arbitrary command
+        return list(part.params["argv"])
+    return [sys.executable, str(Path(__file__).resolve()), "--run-part", part.name, "--out", str(out),
+            "--deadline", f"{limit:.1f}"]
+
+
+def run_suite(parts, out, budget: float, *, reserve: float = RESERVE_S, command: str = "") -> int:
+    """Run `parts` in order within `budget` seconds (module doc, Method); returns 0 when every
+    part that ran finished and every verification and validation passed, else 1."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rows.jsonl").unlink(missing_ok=True)
+    t0 = time.monotonic()
+    deadline = t0 + budget
+    append_row(out, {"kind": "meta", "command": command, "budget_s": budget, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                     "commit": _git_commit(), "parts": [p.name for p in parts]})
+    failed = False
+    for i, part in enumerate(parts, 1):
+        rows = read_rows(out)
+        left = deadline - time.monotonic() - reserve
+        why = skip_reason(part, rows)
+        if why is None and left < min(10.0, part.budget):
+            why = f"no time left ({max(left, 0):.0f} s of the {budget:.0f} s budget)"
+        if why:
+            _log(f"part {i}/{len(parts)} {part.name}: skipped: {why}")
+            append_row(out, {"kind": "part", "part": part.name, "status": "skipped", "why": why, "budget_s": part.budget})
+            continue
+        limit = min(part.budget, left)
+        _log(f"part {i}/{len(parts)} {part.name}: start (deadline {limit:.0f} s): {part.what}")
+        start = time.monotonic()
+        if part.kind == "prewarm-wait":
+            status, note = prewarm_wait(out, limit), None
+        else:
+            proc = subprocess.Popen(part_argv(part, out, limit), cwd=REPO, start_new_session=True)
+            try:
+                rc = proc.wait(timeout=limit)
+                status = "ok" if rc == 0 else "failed"
+                note = None if rc == 0 else f"exit status {rc}"
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                status, note = "timeout", f"stopped at its deadline ({limit:.0f} s); rows measured before it are kept"
+        seconds = round(time.monotonic() - start, 1)
+        failed |= status == "failed"
+        _log(f"part {i}/{len(parts)} {part.name}: {status} in {seconds} s" + (f" ({note})" if note else ""))
+        append_row(out, {"kind": "part", "part": part.name, "status": status, "seconds": seconds, "deadline_s": round(limit, 1),
+                         "budget_s": part.budget, **({"why": note} if note else {})})
+    rows = read_rows(out)
+    append_row(out, {"kind": "end", "elapsed_s": round(time.monotonic() - t0, 1)})
+    bad = [r for r in rows if r.get("kind") in ("verify", "kernel") and r.get("valid") is False]
+    tests_bad = [r for r in rows if r.get("kind") == "tests" and r.get("returncode") not in (0, None)]
+    return 1 if failed or bad or tests_bad else 0
+
+
+def _git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (r.stdout.strip() + ("+dirty" if dirty else "")) if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def prewarm_wait(out: Path, limit: float) -> str:
+    """Wait for the prewarm (if one runs) up to `limit` s, stop it after, copy its log to $OUT."""
+    pid_file, status_file, log = WORK / "prewarm.pid", WORK / "prewarm.json", WORK / "prewarm.log"
+    end = time.monotonic() + limit
+    pid = None
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        pass
+
+    def alive() -> bool:
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        try:  # a zombie or a reused pid is not our prewarm
+            return "gpu_suite" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return True
+    status = "ok"
+    while alive() and time.monotonic() < end:
+        time.sleep(1.0)
+    if alive():
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            pass
+        status = "timeout"
+    try:
+        summary = json.loads(status_file.read_text())
+    except (OSError, ValueError):
+        summary = {"ran": pid is not None}
+    if log.is_file():
+        (out / "prewarm.log").write_bytes(log.read_bytes()[-4_000_000:])
+    append_row(out, {"kind": "prewarm", "status": "stopped at the deadline" if status == "timeout" else
+                     ("none ran" if pid is None else "finished"), **summary})
+    return status
+
+
+# -- the children -----------------------------------------------------------------------------------
+class Child:
+    """What a part's process knows: the output folder, its deadline, row writing."""
+
+    def __init__(self, out: Path, deadline_s: float):
+        self.out = Path(out)
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + deadline_s
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def row(self, **row) -> None:
+        append_row(self.out, row)
+
+
+def run_part(name: str, out: Path, deadline_s: float) -> int:
+    part = PART_BY_NAME[name]
+    ctx = Child(out, deadline_s)
+    fn = {"env": part_env, "engine": part_engine, "tests": part_tests, "kernels": part_kernels, "stream": part_stream}[part.kind]
+    return int(fn(ctx, **part.params) or 0)
+
+
+def part_env(ctx: Child) -> int:
+    row = {"kind": "env", "python": platform.python_version(), "cuda": False}
+    try:
+        from pulse_trt.machine import machine_info, machine_label  # noqa: PLC0415
+
+        info = machine_info()
+        row.update(machine=info, label=machine_label(info))
+    except Exception as e:  # noqa: BLE001  (the rest of the row still says what is there)
+        row["machine_error"] = str(e)
+    try:
+        import torch  # noqa: PLC0415
+
+        row.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda=bool(torch.cuda.is_available()))
+        if row["cuda"]:
+            p = torch.cuda.get_device_properties(0)
+            row.update(device=torch.cuda.get_device_name(0), sm=f"{p.major}.{p.minor}", multiprocessors=p.multi_processor_count,
+                       memory_gib=round(p.total_memory / 2**30, 1))
+    except Exception as e:  # noqa: BLE001
+        row["torch_error"] = str(e)
+    try:
+        row["nvcc"] = subprocess.run(["nvcc", "--version"], capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[-1]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        row["nvcc"] = None
+    ort_row: dict = {"ok": False}
+    try:
+        sys.path.insert(0, str(REPO / "benchmarks" / "device"))
+        from payload import smoke  # noqa: PLC0415
+
+        ort_row = smoke()
+        if not ort_row["ok"]:
+            ort_row["why"] = f"onnxruntime {ort_row['onnxruntime']} runs sessions on {ort_row['providers']}"
+    except Exception as e:  # noqa: BLE001
+        ort_row = {"ok": False, "why": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+    if not ort_row["ok"]:
+        try:
+            import onnxruntime as ort  # noqa: PLC0415
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                ort_row["why"] = (f"onnxruntime {ort.__version__} at {ort.__file__} has no CUDA provider "
+                                  "(stage onnxruntime-gpu: benchmarks/device/stage_ort_gpu.sh)")
+        except ImportError:
+            ort_row["why"] = "onnxruntime is not installed"
+    row["ort_cuda"] = ort_row
+    row["kernels_fatbin"] = str(_fatbin()) if _fatbin().is_file() else None
+    ctx.row(**row)
+    _log(f"env: {row.get('device', 'no GPU')}, torch {row.get('torch')}, CUDA {row.get('torch_cuda')}; "
+         f"ORT CUDA {'active' if ort_row.get('ok') else 'NOT active: ' + ort_row.get('why', '?')}")
+    return 0
+
+
+def _fatbin() -> Path:
+    env = os.environ.get("PULSE_TRT_KERNELS")
+    return Path(env) if env else REPO / "build" / "kernels" / "pulse_kernels.fatbin"
+
+
+def ensure_kernels(ctx: Child | None) -> str:
+    """Build the fatbin when missing (sm_90 only by default: the machine's own architecture;
+    PULSE_SUITE_SASS_ARCHS to change); returns 'present', 'built' or raises."""
+    if _fatbin().is_file():
+        return "present"
+    archs = os.environ.get("PULSE_SUITE_SASS_ARCHS", "90")
+    WORK.mkdir(parents=True, exist_ok=True)
+    t = time.monotonic()
+    with open(WORK / "build.log", "w") as log:
+        r = subprocess.run(f"cmake -S . -B build -DPULSE_SASS_ARCHS={shlex.quote(archs)} && cmake --build build -j",
+                           shell=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    seconds = round(time.monotonic() - t, 1)
+    if ctx is not None:
+        ctx.row(kind="build", archs=archs, seconds=seconds, returncode=r.returncode,
+                log_tail=(WORK / "build.log").read_text()[-1500:])
+    if r.returncode != 0:
+        raise RuntimeError(f"kernel build failed (exit {r.returncode}); see {WORK / 'build.log'}")
+    return "built"
+
+
+def part_tests(ctx: Child) -> int:
+    try:
+        ensure_kernels(ctx)
+    except RuntimeError as e:
+        _log(str(e))  # the kernel tests then say what is missing; the others still run
+    limit = max(ctx.left() - 5, 10)
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests", "benchmarks", "-q", "-rs", "-p", "no:cacheprovider"]
+    t = time.monotonic()
+    try:
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=limit)
+        text, rc = r.stdout + r.stderr, r.returncode
+    except subprocess.TimeoutExpired as e:
+        text = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        text += f"\n[gpu_suite] pytest stopped at its deadline ({limit:.0f} s)\n"
+        rc = "timeout"
+    (ctx.out / "gpu_tests.log").write_text(text)
+    summary = next((ln for ln in reversed(text.strip().splitlines()) if re.search(r"\b(passed|failed|error|skipped)\b", ln)), "?")
+    ctx.row(kind="tests", command=" ".join(cmd[1:]), returncode=rc, summary=summary.strip("= "), seconds=round(time.monotonic() - t, 1))
+    _log(f"GPU tests: {summary}")
+    return 0
+
+
+# -- engine parts -------------------------------------------------------------------------------------
+def _generator(name: str, device: str):
+    """The generator exactly as pulse_trt.bench.run_bench builds it (so the artefact keys agree)."""
+    from pulse_trt.bench import random_stylegan1  # noqa: PLC0415
+    from pulse_trt.export.generators import load_generator  # noqa: PLC0415
+
+    if name == "stylegan1":
+        return random_stylegan1(1024, None, device), "random"
+    weights = mobilestylegan_weights()[0] if name == "mobilestylegan" else None
+    return load_generator(name, weights, mapping=None, resolution=1024, fmaps=None, device=device), weights
+
+
+def export_for(name: str, precision: str, cache: Path, device: str):
+    """(generator on `device`, artefact dir, weights arg for run_bench, seconds) for one export,
+    without the CPU verification (the GPU verification replaces it: faster, and it covers bf16,
+    which ONNX Runtime's CPU provider cannot run)."""
+    from pulse_trt.engine.options import PulseOptions  # noqa: PLC0415
+    from pulse_trt.export.onnx_export import export_cached  # noqa: PLC0415
+
+    gen, weights = _generator(name, device)
+    t = time.monotonic()
+    art = export_cached(gen.cpu(), PulseOptions(steps=STEPS, seed=0), GENERATORS[name]["lr_size"], cache,
+                        precision=precision, verify=False, progress=False)
+    return gen.to(device), art, weights, round(time.monotonic() - t, 1)
+
+
+def verify_on_gpu(art, generator, precision: str, batches=(1, 3), seed: int = 0) -> list[dict]:
+    """ONNX Runtime CUDA (the engine's provider options) against the torch step and render on
+    CUDA with TF32 off (the specification), on export.verify.random_inputs; per graph: the worst
+    tensor-wise relative error over outputs and batches against TOLERANCE[precision]. An fp32
+    graph over tolerance is run again with use_tf32=0, to tell TF32 rounding from a wrong graph."""
+    import onnxruntime as ort  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from pulse_trt.engine.manifest import load_manifest  # noqa: PLC0415
+    from pulse_trt.engine.runner_ort import session_options  # noqa: PLC0415
+    from pulse_trt.export.step import make_render_fn, make_step_fn  # noqa: PLC0415
+    from pulse_trt.export.verify import TOLERANCE, norm_relative_error, random_inputs, relative_error  # noqa: PLC0415
+
+    m = load_manifest(art)
+    tol = TOLERANCE[precision]
+    out = []
+    for graph, make, path in (("step", make_step_fn, m.step_path), ("render", make_render_fn, m.render_path)):
+        fn = make(generator, m.options, m.lr_size, precision)
+        infos = fn.layout.step_inputs() if graph == "step" else fn.layout.render_inputs()
+        names = fn.output_names
+        feeds = [random_inputs(infos, b, seed=seed + k) for k, b in enumerate(batches)]
+        tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            with torch.no_grad() if graph == "render" else torch.enable_grad():
+                refs = [[r.detach().float().cpu().numpy() for r in fn(*[torch.from_numpy(f[i.name]).cuda() for i in infos])]
+                        for f in feeds]
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+        def errors(provider_options: dict):
+            sess = ort.InferenceSession(str(path), session_options(), providers=[("CUDAExecutionProvider", provider_options)])
+            active = sess.get_providers()
+            used = sess.get_provider_options().get("CUDAExecutionProvider", {})
+            worst, worst_max, per = 0.0, 0.0, {}
+            for f, ref in zip(feeds, refs):
+                got = sess.run(names, f)
+                for n, g, r in zip(names, got, ref):
+                    e = norm_relative_error(g, r)
+                    per[n] = max(per.get(n, 0.0), e)
+                    worst, worst_max = max(worst, e), max(worst_max, relative_error(g, r))
+            del sess
+            return worst, worst_max, per, active, used
+        worst, worst_max, per, active, used = errors({"device_id": "0"})
+        row = {"graph": graph, "precision": precision, "batches": list(batches), "tolerance": tol, "worst": worst,
+               "worst_max": worst_max, "per_output": per, "providers": active, "use_tf32": used.get("use_tf32"),
+               "valid": bool(active and active[0] == "CUDAExecutionProvider" and worst <= tol)}
+        if not row["valid"] and precision == "fp32" and str(used.get("use_tf32")) == "1":
+            w2, _, _, _, _ = errors({"device_id": "0", "use_tf32": "0"})
+            row["worst_without_tf32"] = w2
+            row["note"] = ("over tolerance with TF32 (the engine's ORT default) and within it without: TF32 rounding"
+                           if w2 <= tol else "over tolerance with and without TF32: the graph or a kernel is wrong")
+        out.append(row)
+        torch.cuda.empty_cache()
+    return out
+
+
+def choose_batch(rows: list[dict], generator: str, precision: str, backends, repeats: int, seconds: float, cap: int) -> int:
+    """Largest power of 2 <= cap whose runs (1 warm-up + repeats per backend, time linear in the
+    batch from the batch-1 rows) fit in `seconds`; 1 when none larger does."""
+    t1 = {}
+    for r in rows:
+        if r.get("kind") == "bench" and r.get("generator") == generator and r.get("batch") == 1 and r.get("backend") in backends \
+                and (r.get("precision") == precision or r.get("backend") == "torch"):
+            t1[r["backend"]] = max(t1.get(r["backend"], 0.0), r["seconds_per_search"])
+    if not t1:
+        return 1
+    per_image = sum((1 + repeats) * t for t in t1.values())
+    b = 1
+    while b * 2 <= cap and b * 2 * per_image <= seconds:
+        b *= 2
+    return b
+
+
+def part_engine(ctx: Child, generator: str, precision: str, batch, backends, repeats: int, verify: bool) -> int:
+    import torch  # noqa: PLC0415
+
+    from pulse_trt.bench import Workload, run_bench  # noqa: PLC0415
+
+    cfg = GENERATORS[generator]
+    env = env_row(read_rows(ctx.out)) or {}
+    ort_cuda = env.get("ort_cuda", {"ok": False, "why": "no env row"})
+    if not ort_cuda.get("ok") and "ort-cuda" in backends:
+        ctx.row(kind="skip", generator=generator, precision=precision, backend="ort-cuda",
+                why="ONNX Runtime's CUDA provider is not active: " + ort_cuda.get("why", "see env"))
+        backends = tuple(b for b in backends if b != "ort-cuda")
+        verify = False
+    if not backends:
+        return 0
+    cache = WORK / "cache"
+    _log(f"{generator} {precision}: generator and export (cached after the first)")
+    gen, art, weights, export_s = export_for(generator, precision, cache, "cuda")
+    ctx.row(kind="export", generator=generator, precision=precision, artifacts=str(art), seconds=export_s, lr_size=cfg["lr_size"])
+    if verify:
+        for v in verify_on_gpu(art, gen, precision):
+            ctx.row(kind="verify", generator=generator, **v)
+            _log(f"verify {generator} {precision} {v['graph']}: worst {v['worst']:.2e} (tol {v['tolerance']:g}) "
+                 f"{'ok' if v['valid'] else 'OVER TOLERANCE'}")
+    del gen
+    torch.cuda.empty_cache()
+    if batch == "max":
+        batch = choose_batch(read_rows(ctx.out), generator, precision, backends, repeats, 0.7 * (ctx.left() - 20), cfg["max_batch"])
+        if batch < 2:
+            ctx.row(kind="skip", generator=generator, precision=precision, backend=",".join(backends),
+                    why="batch 1 already takes the time this part has: no larger batch fits")
+            return 0
+        _log(f"{generator} {precision}: largest batch that fits the deadline: {batch}")
+    for backend in backends:
+        entries = set(os.listdir(cache)) if cache.is_dir() else set()
+        work = Workload(generator=generator, lr_size=cfg["lr_size"], steps=STEPS, batches=(batch,), precisions=(precision,),
+                        weights=weights, resolution=1024, repeats=repeats)
+        res = run_bench(work, (backend,), cache_root=cache, device="cuda", progress=_log)
+        reexported = sorted(set(os.listdir(cache)) - entries)
+        for r in res["rows"]:
+            r.pop("speedup_vs_torch", None)  # recomputed across parts by render()
+            ctx.row(kind="bench", generator=generator, resolution=cfg["resolution"], lr_size=cfg["lr_size"],
+                    peak_flops=res["peak_flops"].get(precision), machine_label=res["machine_label"],
+                    **({"note": f"bench exported again ({reexported[0][:12]})"} if reexported else {}), **r)
+        for s in res["skipped"]:
+            ctx.row(kind="skip", generator=generator, **s)
+    return 0
+
+
+def part_kernels(ctx: Child) -> int:
+    ensure_kernels(ctx)
+    args = argparse.Namespace(size=1024, lr_sizes=[32], batches=[1, 8], dtypes=["float32", "bfloat16"], warmup=10, repeat=30)
+    report = kernel_bench(args, on_row=lambda r: ctx.row(**r))
+    _log(f"kernels: copy {report['copy_gbps']:.0f} GB/s; {len(report['downsample_loss'])} cases")
+    return 0
+
+
+def part_stream(ctx: Child) -> int:
+    """Continuous batching through pulse-trt bench's stream mode (issue 12); its bench.json is
+    kept whole in the row (the format is issue 12's)."""
+    dest = WORK / "stream"
+    cmd = [sys.executable, "-m", "pulse_trt", "bench", "--generator", "dcgan", "--lr-size", "8", "--backends", "ort-cuda",
+           "--stream", "64", "--slots", "8", "--device", "cuda", "--cache-dir", str(WORK / "cache"), "-o", str(dest)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=max(ctx.left() - 5, 5))
+    try:
+        result = json.loads((dest / "bench.json").read_text())
+        md = (dest / "bench.md").read_text()
+    except (OSError, ValueError):
+        result, md = None, None
+    ctx.row(kind="stream", command=" ".join(cmd[1:]), returncode=r.returncode, result=result, markdown=md,
+            stderr_tail=r.stderr[-1500:])
+    return 0
+
+
+# -- the fused kernels: validated, then timed (llm.c style) ------------------------------------------
 def time_events(torch, fn, warmup, repeat, flush) -> float:
     """Median microseconds of fn() between CUDA events, an L2 flush before each run."""
     for _ in range(warmup):
@@ -121,7 +654,7 @@ def time_events(torch, fn, warmup, repeat, flush) -> float:
 
 
 def rel_err(got, want) -> float:
-    import numpy as np
+    import numpy as np  # noqa: PLC0415
 
     got = np.asarray(got, np.float64)
     if np.isnan(got).any():
@@ -129,14 +662,23 @@ def rel_err(got, want) -> float:
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
 
-def bench(args) -> dict:
-    import numpy as np
-    import torch
+def kernel_cases(args) -> list[tuple[int, int, str]]:
+    return [(b, lr, dt) for dt in args.dtypes for lr in args.lr_sizes for b in args.batches]
 
-    from pulse_trt.export import losses
-    from pulse_trt.kernels.downsample_loss import downsample_loss_ref, launch_downsample_loss
-    from pulse_trt.kernels.loader import get_module
-    from pulse_trt.kernels.sphere_adam import sphere_update
+
+def kernel_bench(args, on_row=lambda r: None) -> dict:
+    """Copy bandwidth, then per case (batch, LR size, dtype) at args.size px: validate (outputs
+    poisoned with NaN, fresh random inputs, every output against the float64 reference; relative
+    error < 1e-5 for fp32, 1e-2 otherwise), then time ours (downsample_loss_fwd +
+    downscale_transpose) and torch's conv-based D + loss forward + backward with CUDA events,
+    an L2 flush before each run, median; then sphere_update (adam) on a PULSE latent."""
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from pulse_trt.export import losses  # noqa: PLC0415
+    from pulse_trt.kernels.downsample_loss import downsample_loss_ref, launch_downsample_loss  # noqa: PLC0415
+    from pulse_trt.kernels.loader import get_module  # noqa: PLC0415
+    from pulse_trt.kernels.sphere_adam import sphere_update  # noqa: PLC0415
 
     module, dev = get_module(), "cuda"
     stream = torch.cuda.current_stream().cuda_stream
@@ -145,10 +687,11 @@ def bench(args) -> dict:
     dst = torch.empty_like(src)
     copy_us = time_events(torch, lambda: dst.copy_(src), 3, 20, flush)
     report = {"copy_gbps": 2 * src.numel() * 4 / copy_us / 1e3, "downsample_loss": [], "sphere_update": []}
+    on_row({"kind": "copy", "gbps": report["copy_gbps"], "bytes": 2 * src.numel() * 4, "us": copy_us})
     del src, dst
     rng = np.random.default_rng(0)
     eps, w2, w1 = 2e-3, 100.0, 0.0
-    for b, lr_size, dtype in cases(args):
+    for b, lr_size, dtype in kernel_cases(args):
         size, f = args.size, args.size // lr_size
         tdt = getattr(torch, dtype)
         hr = torch.tensor(rng.random((b, 3, size, size), dtype=np.float32), device=dev).to(tdt)
@@ -181,10 +724,13 @@ def bench(args) -> dict:
         ours_us = time_events(torch, ours, args.warmup, args.repeat, flush)
         torch_us = time_events(torch, torch_ref, args.warmup, args.repeat, flush)
         moved = 2 * hr.numel() * hr.element_size() + 4 * target.numel() * 4  # HR read + dL/dHR written (+ LR)
-        report["downsample_loss"].append({"batch": b, "size": size, "lr_size": lr_size, "dtype": dtype, "errors": errs,
-                                          "max_rel_err": max_err, "valid": ok, "ours_us": ours_us, "torch_us": torch_us,
-                                          "bytes": moved, "gbps": moved / ours_us / 1e3})
+        r = {"batch": b, "size": size, "lr_size": lr_size, "dtype": dtype, "errors": errs, "max_rel_err": max_err, "valid": ok,
+             "ours_us": ours_us, "torch_us": torch_us, "bytes": moved, "gbps": moved / ours_us / 1e3}
+        report["downsample_loss"].append(r)
+        on_row({"kind": "kernel", "op": "downsample_loss", **r})
         print(f"  ours {ours_us:.1f} us ({moved / ours_us / 1e3:.0f} GB/s), torch {torch_us:.1f} us", flush=True)
+        del hr, outs, x
+        torch.cuda.empty_cache()
 
     shape = (8, 18, 512)
     p0 = rng.standard_normal(shape).astype(np.float32)
@@ -203,35 +749,245 @@ def bench(args) -> dict:
         v2 = v * 0.999 + 0.001 * gt * gt
         p2 = p - 0.4 / 0.1 * (m2 / (v2.sqrt() / 0.001**0.5 + 1e-8))
         return p2 / (p2.pow(2).sum(2, keepdim=True) + 1e-9).sqrt() * rt
-    report["sphere_update"].append({"opt": "adam", "shape": list(shape), "max_rel_err": err, "valid": err < TOL_FP32,
-                                    "ours_us": time_events(torch, lambda: sphere_update("adam", p, gt, [m, v], rt, 0.4, 1, impl="cuda"),
-                                                           args.warmup, args.repeat, flush),
-                                    "torch_us": time_events(torch, torch_adam, args.warmup, args.repeat, flush)})
+    r = {"opt": "adam", "shape": list(shape), "max_rel_err": err, "valid": err < TOL_FP32,
+         "ours_us": time_events(torch, lambda: sphere_update("adam", p, gt, [m, v], rt, 0.4, 1, impl="cuda"),
+                                args.warmup, args.repeat, flush),
+         "torch_us": time_events(torch, torch_adam, args.warmup, args.repeat, flush)}
+    report["sphere_update"].append(r)
+    on_row({"kind": "kernel", "op": "sphere_update", **r})
     return report
+
+
+# -- the prewarm ----------------------------------------------------------------------------------------
+def prewarm() -> int:
+    """The suite's CPU-side work, run in the background while the payload parts arrive: build the
+    kernels, then export every (generator, precision) the parts need into the suite's cache.
+    Progress in $PULSE_SUITE_WORK/prewarm.json; nothing is timed here."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "prewarm.pid").write_text(str(os.getpid()))
+    status = {"pid": os.getpid(), "started": time.strftime("%H:%M:%S"), "steps": [], "done": False}
+
+    def save():
+        _atomic_write(WORK / "prewarm.json", json.dumps(status, indent=1))
+
+    def step(name, fn):
+        t = time.monotonic()
+        try:
+            note = fn()
+            status["steps"].append({"step": name, "ok": True, "seconds": round(time.monotonic() - t, 1), "note": note})
+        except Exception as e:  # noqa: BLE001  (the suite redoes what the prewarm could not)
+            status["steps"].append({"step": name, "ok": False, "seconds": round(time.monotonic() - t, 1),
+                                    "error": f"{type(e).__name__}: {str(e)[:300]}"})
+        _log(f"prewarm {name}: {status['steps'][-1]}")
+        save()
+    save()
+    step("kernels", lambda: ensure_kernels(None))
+    for gen, precision in EXPORTS:
+        if gen == "mobilestylegan" and mobilestylegan_weights()[1]:
+            continue
+        step(f"export {gen} {precision}", lambda g=gen, p=precision: str(export_for(g, p, WORK / "cache", "cpu")[1]))
+    status["done"] = True
+    save()
+    return 0
+
+
+# -- rendering ---------------------------------------------------------------------------------------
+def _fmt(x, spec=".2f", unit=""):
+    return "-" if x is None else f"{x:{spec}}{unit}"
+
+
+def speedups(rows: list[dict]) -> None:
+    """Each bench row gets vs_torch (the eager fp32 reference at the same generator and batch)
+    and vs_compile (torch.compile at the same generator, batch and precision), both from
+    seconds per search."""
+    bench = [r for r in rows if r.get("kind") == "bench"]
+    for r in bench:
+        ref = next((x for x in bench if x["backend"] == "torch" and x["generator"] == r["generator"]
+                    and x["batch"] == r["batch"] and x["precision"] == "fp32"), None)
+        cmp_ = next((x for x in bench if x["backend"] == "torch-compile" and x["generator"] == r["generator"]
+                     and x["batch"] == r["batch"] and x["precision"] == r["precision"]), None)
+        r["vs_torch"] = round(ref["seconds_per_search"] / r["seconds_per_search"], 2) if ref else None
+        r["vs_compile"] = round(cmp_["seconds_per_search"] / r["seconds_per_search"], 2) if cmp_ else None
+
+
+def markdown(rows: list[dict]) -> str:
+    """suite.md: what ran where, every row, in the order of importance."""
+    meta = next((r for r in rows if r.get("kind") == "meta"), {})
+    env = env_row(rows) or {}
+    speedups(rows)
+    ort = env.get("ort_cuda", {})
+    lines = [f"# GPU suite: {env.get('device') or env.get('label') or 'device not read yet'}", ""]
+    m = env.get("machine", {})
+    gpu = (m.get("gpu") or {}) if isinstance(m, dict) else {}
+    lines += [f"- driver {gpu.get('driver', '?')}, CUDA {env.get('torch_cuda', '?')} (torch {env.get('torch', '?')}), "
+              f"{env.get('nvcc') or 'nvcc ?'}, Python {env.get('python', '?')}, {m.get('cpu', '?')} ({m.get('cores', '?')} cores)",
+              f"- onnxruntime {ort.get('onnxruntime', '?')}: CUDA provider "
+              + ("active" + (f" (use_tf32={ort.get('cuda_options', {}).get('use_tf32', '?')})" if ort.get("ok") else "")
+                 if ort.get("ok") else f"NOT active ({ort.get('why', 'not checked')})"),
+              f"- command: `{meta.get('command', '?')}`; budget {meta.get('budget_s', '?')} s; commit {meta.get('commit') or '?'}; "
+              f"{meta.get('date', '')}", ""]
+    bench = [r for r in rows if r.get("kind") == "bench"]
+    if bench:
+        lines += [f"## Engine end to end: PULSE defaults, {STEPS} steps per search", "",
+                  "| generator | precision | backend | batch | ms/step | images/s | vs torch eager fp32 | vs torch.compile | "
+                  "FLOP floor | peak GPU MiB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in bench:
+            lines.append(f"| {r['generator']} | {r['precision']} | {r['backend']} | {r['batch']} | {_fmt(r.get('ms_per_step'))} | "
+                         f"{_fmt(r.get('images_per_s'))} | {_fmt(r.get('vs_torch'), '.2f', 'x')} | "
+                         f"{_fmt(r.get('vs_compile'), '.2f', 'x')} | "
+                         f"{_fmt(None if r.get('flop_floor_fraction') is None else 100 * r['flop_floor_fraction'], '.1f', '%')} | "
+                         f"{_fmt(r.get('peak_gpu_mib'), '.0f')} |")
+        peaks = {(r["precision"], r.get("peak_flops")) for r in bench if r.get("peak_flops")}
+        lines += ["", "Generators: " + "; ".join(f"{g}: {GENERATORS[g]['label']}" for g in dict.fromkeys(r["generator"] for r in bench)),
+                  "FLOP floor = step FLOPs (from step.onnx) / time per step / the matmul peak measured here ("
+                  + ", ".join(f"{p} {v / 1e12:.0f} TFLOP/s" for p, v in sorted(peaks)) + "). Speed-ups are ratios of "
+                  "seconds per whole search.", ""]
+    ver = [r for r in rows if r.get("kind") == "verify"]
+    if ver:
+        lines += ["## Exported graphs verified on the GPU (ONNX Runtime CUDA vs the torch step on CUDA, TF32 off)", "",
+                  "| generator | precision | graph | worst ‖Δ‖/‖ref‖ | worst max-entry | tolerance | ORT use_tf32 | result |",
+                  "|---|---|---|---:|---:|---:|---|---|"]
+        for r in ver:
+            res = "pass" if r["valid"] else "FAIL" + (f" ({r['note']}; without TF32 {r['worst_without_tf32']:.2e})"
+                                                       if "note" in r else "")
+            lines.append(f"| {r['generator']} | {r['precision']} | {r['graph']} | {r['worst']:.2e} | {r['worst_max']:.2e} | "
+                         f"{r['tolerance']:g} | {r.get('use_tf32', '?')} | {res} |")
+        lines.append("")
+    kern = [r for r in rows if r.get("kind") == "kernel" and r.get("op") == "downsample_loss"]
+    copy = next((r for r in rows if r.get("kind") == "copy"), None)
+    if kern or copy:
+        lines += ["## Fused kernels (validated against float64, then timed: CUDA events, L2 flushed, median)", ""]
+        if copy:
+            lines.append(f"Copy bandwidth (device to device, read + write): {copy['gbps']:.0f} GB/s")
+        if kern:
+            lines += ["", "| batch | HR -> LR | dtype | max rel err | ours (us) | GB/s | % of copy | torch (us) | speed-up |",
+                      "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            for r in kern:
+                pct = f"{100 * r['gbps'] / copy['gbps']:.0f}%" if copy else "-"
+                lines.append(f"| {r['batch']} | {r['size']} -> {r['lr_size']} | {r['dtype']} | {r['max_rel_err']:.1e} | "
+                             f"{r['ours_us']:.1f} | {r['gbps']:.0f} | {pct} | {r['torch_us']:.1f} | {r['torch_us'] / r['ours_us']:.1f}x |"
+                             + ("" if r["valid"] else " MISMATCH"))
+        for r in (x for x in rows if x.get("kind") == "kernel" and x.get("op") == "sphere_update"):
+            lines += ["", f"sphere_update {r['opt']} {r['shape']}: ours {r['ours_us']:.1f} us, torch {r['torch_us']:.1f} us, "
+                          f"max rel err {r['max_rel_err']:.1e}" + ("" if r["valid"] else " MISMATCH")]
+        lines.append("")
+    for r in (x for x in rows if x.get("kind") == "tests"):
+        lines += ["## GPU tests", "", f"`{r['command']}`: {r['summary']} (exit {r['returncode']}, {r['seconds']} s; "
+                  "gpu_tests.log)", ""]
+    for r in (x for x in rows if x.get("kind") == "stream"):
+        lines += ["## Continuous batching", "", f"`{r['command']}` (exit {r['returncode']})", "", r.get("markdown") or
+                  "no bench.md written: " + (r.get("stderr_tail") or "").strip()[-500:], ""]
+    parts = [r for r in rows if r.get("kind") == "part"]
+    if parts:
+        lines += ["## Parts (in the order they ran)", "", "| part | status | seconds | deadline | note |", "|---|---|---:|---:|---|"]
+        for r in parts:
+            lines.append(f"| {r['part']} | {r['status']} | {_fmt(r.get('seconds'), '.1f')} | {_fmt(r.get('deadline_s'), '.0f')} | "
+                         f"{r.get('why', '')} |")
+        lines.append("")
+    skips = [r for r in rows if r.get("kind") == "skip"]
+    if skips:
+        lines += ["## Skipped inside parts", ""] + [
+            f"- {r.get('generator', '')} {r.get('backend', '')} {r.get('precision', '')}"
+            f"{' batch ' + str(r['batch']) if 'batch' in r else ''}: {r['why']}" for r in skips] + [""]
+    pre = next((r for r in rows if r.get("kind") == "prewarm"), None)
+    if pre:
+        steps = ", ".join(f"{s['step']} {'ok' if s['ok'] else 'FAILED'} ({s['seconds']} s)" for s in pre.get("steps", []))
+        lines += [f"Prewarm: {pre['status']}" + (f": {steps}" if steps else "") + " (prewarm.log)", ""]
+    end = next((r for r in rows if r.get("kind") == "end"), None)
+    lines.append(f"Elapsed: {end['elapsed_s']} s." if end else "The suite was still running (or was stopped) when this was written.")
+    return "\n".join(lines) + "\n"
+
+
+def render(out: Path, plot: bool = True) -> None:
+    """suite.json, suite.md and (plot) throughput.png from out/rows.jsonl (atomic writes)."""
+    out = Path(out)
+    rows = read_rows(out)
+    speedups(rows)
+    _atomic_write(out / "suite.json", json.dumps({"rows": rows}, indent=1, default=str) + "\n")
+    _atomic_write(out / "suite.md", markdown(rows))
+    bench = [r for r in rows if r.get("kind") == "bench"]
+    if bench and plot:
+        try:
+            from pulse_trt.bench import plot_throughput  # noqa: PLC0415
+
+            groups = {}
+            for r in bench:
+                groups.setdefault(r["generator"], []).append(r)
+            label = bench[0].get("machine_label", "GPU")
+            plot_throughput([{"rows": g, "workload": {"generator": k}, "machine_label": label} for k, g in groups.items()],
+                            out / "throughput.png")
+        except Exception as e:  # noqa: BLE001  (matplotlib missing or a plotting error: the tables stand)
+            print(f"[gpu_suite] no throughput.png: {e}", flush=True)
+
+
+# -- dry run ----------------------------------------------------------------------------------------
+def plan_lines(parts, budget: float) -> list[str]:
+    """The dry run: every part with its budget, its worst-case end, and why it would skip here."""
+    lines = [f"GPU suite plan: {len(parts)} parts, budget {budget:.0f} s ({budget / 60:.1f} min); parts run in this order, "
+             "each stopped at min(its budget, time left).", "",
+             f"{'#':>2}  {'part':<28} {'budget':>7} {'worst end':>9}  what"]
+    t = 0.0
+    for i, p in enumerate(parts, 1):
+        t += p.budget
+        mark = "" if t <= budget else "  [past the budget in the worst case: runs if earlier parts finish early]"
+        lines.append(f"{i:>2}  {p.name:<28} {p.budget:>5.0f} s {int(t // 60):>5d}:{int(t % 60):02d}  {p.what}{mark}")
+    lines += ["", "Would skip here (checked on this machine):"]
+    skips = []
+    seen = set()
+    for p in parts:
+        why = None
+        if p.kind == "engine" and p.params["generator"] == "mobilestylegan":
+            why = mobilestylegan_weights()[1]
+        elif p.kind == "stream":
+            why = continuous_batching()
+        if why and why not in seen:
+            seen.add(why)
+            names = [q.name for q in parts if (q.kind == p.kind and q.params.get("generator") == p.params.get("generator"))]
+            skips.append(f"  - {', '.join(names)}: {why}")
+    lines += skips or ["  - nothing"]
+    try:
+        import onnxruntime as ort  # noqa: PLC0415
+
+        has = "CUDAExecutionProvider" in ort.get_available_providers()
+        lines.append(f"  - ONNX Runtime here: {ort.__version__}, CUDA provider {'present' if has else 'absent'}; on the GPU "
+                     "machine the env part checks that it is really active (stage it: benchmarks/device/stage_ort_gpu.sh)")
+    except ImportError:
+        lines.append("  - onnxruntime is not installed here")
+    lines += ["", f"Writes to $OUT (at most {len(OUT_FILES)} files, rewritten after every row): {', '.join(OUT_FILES)}",
+              f"Work files (artefact cache, build log, prewarm status): {WORK}"]
+    return lines
+
+
+# -- command line ---------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.environ.get("OUT", "gpu_suite_out"), help="output folder (default $OUT)")
+    p.add_argument("--budget", type=parse_budget, default=parse_budget("8m"), help="wall-clock budget (default 8m)")
+    p.add_argument("--only", nargs="+", metavar="PART", help="run only these parts (names as in --dry-run; env always runs)")
+    p.add_argument("--dry-run", action="store_true", help="list the parts, their budgets and skips; run nothing")
+    p.add_argument("--prewarm", action="store_true", help="CPU-side work only (kernel build, exports)")
+    p.add_argument("--run-part", help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, default=60.0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.only:
+        unknown = [n for n in args.only if n not in PART_BY_NAME]
+        if unknown:
+            p.error(f"unknown part {unknown[0]!r}; parts: {', '.join(PART_BY_NAME)}")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    parts = [p for p in PARTS if not args.only or p.name in args.only or p.kind == "env"]
     if args.dry_run:
-        print("\n".join(f"{i + 1}. {s}" for i, s in enumerate(plan(args))))
+        print("\n".join(plan_lines(parts, args.budget)))
         return 0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.skip_build:
-        subprocess.run("cmake -S . -B build && cmake --build build", shell=True, cwd=REPO, check=True)
-    tests = {"summary": "not run"}
-    if not args.skip_tests:
-        r = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "tests", "-q", "-rs"], cwd=REPO, capture_output=True, text=True)
-        (out / "gpu_tests.log").write_text(r.stdout + r.stderr)
-        tests = {"returncode": r.returncode, "summary": (r.stdout.strip().splitlines() or ["?"])[-1]}
-        print(f"GPU tests: {tests['summary']}", flush=True)
-    import torch
-
-    report = {"environment": environment(torch), "tests": tests, **bench(args)}
-    write_report(report, out)
-    print(markdown_table(report))
-    valid = all(r["valid"] for r in report["downsample_loss"] + report["sphere_update"])
-    return 0 if valid and tests.get("returncode", 0) == 0 else 1
+    if args.run_part:
+        return run_part(args.run_part, Path(args.out), args.deadline)
+    if args.prewarm:
+        return prewarm()
+    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])
+    return run_suite(parts, args.out, args.budget, command=command)
 
 
 if __name__ == "__main__":
