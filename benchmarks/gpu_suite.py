@@ -76,7 +76,8 @@ class Part:
 def _engine(gen, precision, batch, backends, budget, repeats, verify=True) -> Part:
     b = "batch 1" if batch == 1 else "the largest batch that fits"
     v = f", verify {precision} on the GPU" if verify else ""
-    return Part(f"{gen}-{precision}-{'b1' if batch == 1 else 'max'}" + ("-compile" if backends == ("torch-compile",) else ""),
+    suffix = {("torch-compile",): "-compile", ("tensorrt",): "-trt"}.get(tuple(backends), "")
+    return Part(f"{gen}-{precision}-{'b1' if batch == 1 else 'max'}{suffix}",
                 "engine", budget, f"{GENERATORS[gen]['label']}: export{v}, {' + '.join(backends)} at {b}, "
                 f"{STEPS} steps, warm-up + {repeats} timed",
                 {"generator": gen, "precision": precision, "batch": batch, "backends": backends,
@@ -105,6 +106,7 @@ PARTS = (
                                        "images/s and latency"),
     _engine("stylegan1", "fp32", 1, ("torch-compile",), 150, 2, verify=False),
     _engine("mobilestylegan", "fp32", 1, ("torch-compile",), 150, 2, verify=False),
+    _engine("stylegan1", "bf16", 1, ("tensorrt",), 180, 2, verify=False),
 )
 PART_BY_NAME = {p.name: p for p in PARTS}
 # What the prewarm exports, in the order the parts need it: (generator, precision)
@@ -197,6 +199,21 @@ def env_row(rows: list[dict]) -> dict | None:
     return next((r for r in rows if r.get("kind") == "env"), None)
 
 
+def missing_feature(part: Part) -> str | None:
+    """Why `part` cannot run in this checkout and environment (weights, features, libraries), or
+    None; the same on a CPU (dry run) as on the GPU machine."""
+    if part.kind == "engine" and part.params["generator"] == "mobilestylegan":
+        return mobilestylegan_weights()[1]
+    if part.kind == "stream":
+        return continuous_batching()
+    if part.kind == "engine" and "tensorrt" in part.params["backends"]:
+        import importlib.util  # noqa: PLC0415
+
+        if importlib.util.find_spec("tensorrt") is None:
+            return "TensorRT is not installed (the GPU image has none; carry a tensorrt wheel to time it)"
+    return None
+
+
 def skip_reason(part: Part, rows: list[dict]) -> str | None:
     """Why `part` cannot run here (from what is installed and the env row), or None."""
     env = env_row(rows)
@@ -204,14 +221,9 @@ def skip_reason(part: Part, rows: list[dict]) -> str | None:
         return None
     if env is not None and not env.get("cuda"):
         return "no CUDA GPU (env)"
-    if part.kind == "engine" and part.params["generator"] == "mobilestylegan":
-        why = mobilestylegan_weights()[1]
-        if why:
-            return why
-    if part.kind == "stream":
-        why = continuous_batching()
-        if why:
-            return why
+    why = missing_feature(part)
+    if why:
+        return why
     ort_only = part.kind == "stream" or (part.kind == "engine" and set(part.params["backends"]) <= {"ort-cuda"})
     if ort_only and env is not None and not env.get("ort_cuda", {}).get("ok"):
         return "ONNX Runtime's CUDA provider is not active: " + env.get("ort_cuda", {}).get("why", "see env")
@@ -488,11 +500,12 @@ def export_for(name: str, precision: str, cache: Path, device: str):
     return gen.to(device), art, weights, round(time.monotonic() - t, 1)
 
 
-def verify_on_gpu(art, generator, precision: str, batches=(1, 3), seed: int = 0) -> list[dict]:
-    """ONNX Runtime CUDA (the engine's provider options) against the torch step and render on
-    CUDA with TF32 off (the specification), on export.verify.random_inputs; per graph: the worst
-    tensor-wise relative error over outputs and batches against TOLERANCE[precision]. An fp32
-    graph over tolerance is run again with use_tf32=0, to tell TF32 rounding from a wrong graph."""
+def verify_graphs(art, generator, precision: str, device: str = "cuda", batches=(1, 3), seed: int = 0) -> list[dict]:
+    """ONNX Runtime on `device` (CUDA: the engine's provider options) against the torch step and
+    render on the same device with TF32 off (the specification), on export.verify.random_inputs;
+    per graph: the worst tensor-wise relative error over outputs and batches against
+    TOLERANCE[precision]. An fp32 graph over tolerance on CUDA is run again with use_tf32=0, to
+    tell TF32 rounding from a wrong graph. The session must really run on the provider asked for."""
     import onnxruntime as ort  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
@@ -503,6 +516,7 @@ def verify_on_gpu(art, generator, precision: str, batches=(1, 3), seed: int = 0)
 
     m = load_manifest(art)
     tol = TOLERANCE[precision]
+    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
     out = []
     for graph, make, path in (("step", make_step_fn, m.step_path), ("render", make_render_fn, m.render_path)):
         fn = make(generator, m.options, m.lr_size, precision)
@@ -513,15 +527,15 @@ def verify_on_gpu(art, generator, precision: str, batches=(1, 3), seed: int = 0)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         try:
             with torch.no_grad() if graph == "render" else torch.enable_grad():
-                refs = [[r.detach().float().cpu().numpy() for r in fn(*[torch.from_numpy(f[i.name]).cuda() for i in infos])]
+                refs = [[r.detach().float().cpu().numpy() for r in fn(*[torch.from_numpy(f[i.name]).to(device) for i in infos])]
                         for f in feeds]
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
         def errors(provider_options: dict):
-            sess = ort.InferenceSession(str(path), session_options(), providers=[("CUDAExecutionProvider", provider_options)])
+            sess = ort.InferenceSession(str(path), session_options(), providers=[(provider, provider_options)])
             active = sess.get_providers()
-            used = sess.get_provider_options().get("CUDAExecutionProvider", {})
+            used = sess.get_provider_options().get(provider, {})
             worst, worst_max, per = 0.0, 0.0, {}
             for f, ref in zip(feeds, refs):
                 got = sess.run(names, f)
@@ -531,17 +545,18 @@ def verify_on_gpu(art, generator, precision: str, batches=(1, 3), seed: int = 0)
                     worst, worst_max = max(worst, e), max(worst_max, relative_error(g, r))
             del sess
             return worst, worst_max, per, active, used
-        worst, worst_max, per, active, used = errors({"device_id": "0"})
-        row = {"graph": graph, "precision": precision, "batches": list(batches), "tolerance": tol, "worst": worst,
-               "worst_max": worst_max, "per_output": per, "providers": active, "use_tf32": used.get("use_tf32"),
-               "valid": bool(active and active[0] == "CUDAExecutionProvider" and worst <= tol)}
+        worst, worst_max, per, active, used = errors({"device_id": "0"} if device == "cuda" else {})
+        row = {"graph": graph, "precision": precision, "device": device, "batches": list(batches), "tolerance": tol,
+               "worst": worst, "worst_max": worst_max, "per_output": per, "providers": active, "use_tf32": used.get("use_tf32"),
+               "valid": bool(active and active[0] == provider and worst <= tol)}
         if not row["valid"] and precision == "fp32" and str(used.get("use_tf32")) == "1":
             w2, _, _, _, _ = errors({"device_id": "0", "use_tf32": "0"})
             row["worst_without_tf32"] = w2
             row["note"] = ("over tolerance with TF32 (the engine's ORT default) and within it without: TF32 rounding"
                            if w2 <= tol else "over tolerance with and without TF32: the graph or a kernel is wrong")
         out.append(row)
-        torch.cuda.empty_cache()
+        if device == "cuda":
+            torch.cuda.empty_cache()
     return out
 
 
@@ -562,7 +577,11 @@ def choose_batch(rows: list[dict], generator: str, precision: str, backends, rep
     return b
 
 
-def part_engine(ctx: Child, generator: str, precision: str, batch, backends, repeats: int, verify: bool) -> int:
+def part_engine(ctx: Child, generator: str, precision: str, batch, backends, repeats: int, verify: bool,
+                device: str = "cuda") -> int:
+    """Export (cached), verify on the device, then time each backend with run_bench at `batch`
+    (1, or "max": sized from the batch-1 rows). device="cpu" with the ort / torch backends runs
+    the same code on a CPU (tests)."""
     import torch  # noqa: PLC0415
 
     from pulse_trt.bench import Workload, run_bench  # noqa: PLC0415
@@ -579,15 +598,16 @@ def part_engine(ctx: Child, generator: str, precision: str, batch, backends, rep
         return 0
     cache = WORK / "cache"
     _log(f"{generator} {precision}: generator and export (cached after the first)")
-    gen, art, weights, export_s = export_for(generator, precision, cache, "cuda")
+    gen, art, weights, export_s = export_for(generator, precision, cache, device)
     ctx.row(kind="export", generator=generator, precision=precision, artifacts=str(art), seconds=export_s, lr_size=cfg["lr_size"])
     if verify:
-        for v in verify_on_gpu(art, gen, precision):
+        for v in verify_graphs(art, gen, precision, device):
             ctx.row(kind="verify", generator=generator, **v)
             _log(f"verify {generator} {precision} {v['graph']}: worst {v['worst']:.2e} (tol {v['tolerance']:g}) "
                  f"{'ok' if v['valid'] else 'OVER TOLERANCE'}")
     del gen
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     if batch == "max":
         batch = choose_batch(read_rows(ctx.out), generator, precision, backends, repeats, 0.7 * (ctx.left() - 20), cfg["max_batch"])
         if batch < 2:
@@ -599,7 +619,7 @@ def part_engine(ctx: Child, generator: str, precision: str, batch, backends, rep
         entries = set(os.listdir(cache)) if cache.is_dir() else set()
         work = Workload(generator=generator, lr_size=cfg["lr_size"], steps=STEPS, batches=(batch,), precisions=(precision,),
                         weights=weights, resolution=1024, repeats=repeats)
-        res = run_bench(work, (backend,), cache_root=cache, device="cuda", progress=_log)
+        res = run_bench(work, (backend,), cache_root=cache, device=device, progress=_log)
         reexported = sorted(set(os.listdir(cache)) - entries)
         for r in res["rows"]:
             r.pop("speedup_vs_torch", None)  # recomputed across parts by render()
@@ -810,6 +830,20 @@ def speedups(rows: list[dict]) -> None:
         r["vs_compile"] = round(cmp_["seconds_per_search"] / r["seconds_per_search"], 2) if cmp_ else None
 
 
+def _peaks(bench: list[dict]) -> str:
+    """'fp32 52 TFLOP/s, bf16 700-720 TFLOP/s': the matmul peaks the rows were judged against."""
+    by: dict[str, list[float]] = {}
+    for r in bench:
+        if r.get("peak_flops"):
+            by.setdefault(r["precision"], []).append(r["peak_flops"])
+    out = []
+    for prec, vals in by.items():
+        unit, div = ("TFLOP/s", 1e12) if max(vals) >= 1e12 else ("GFLOP/s", 1e9)
+        lo, hi = min(vals) / div, max(vals) / div
+        out.append(f"{prec} {lo:.0f} {unit}" if round(lo) == round(hi) else f"{prec} {lo:.0f}-{hi:.0f} {unit}")
+    return ", ".join(out) or "not measured"
+
+
 def markdown(rows: list[dict]) -> str:
     """suite.md: what ran where, every row, in the order of importance."""
     meta = next((r for r in rows if r.get("kind") == "meta"), {})
@@ -837,21 +871,20 @@ def markdown(rows: list[dict]) -> str:
                          f"{_fmt(r.get('vs_compile'), '.2f', 'x')} | "
                          f"{_fmt(None if r.get('flop_floor_fraction') is None else 100 * r['flop_floor_fraction'], '.1f', '%')} | "
                          f"{_fmt(r.get('peak_gpu_mib'), '.0f')} |")
-        peaks = {(r["precision"], r.get("peak_flops")) for r in bench if r.get("peak_flops")}
         lines += ["", "Generators: " + "; ".join(f"{g}: {GENERATORS[g]['label']}" for g in dict.fromkeys(r["generator"] for r in bench)),
-                  "FLOP floor = step FLOPs (from step.onnx) / time per step / the matmul peak measured here ("
-                  + ", ".join(f"{p} {v / 1e12:.0f} TFLOP/s" for p, v in sorted(peaks)) + "). Speed-ups are ratios of "
-                  "seconds per whole search.", ""]
+                  "FLOP floor = step FLOPs (from step.onnx) / time per step / the matmul peak measured in the same part ("
+                  + _peaks(bench) + "). Speed-ups are ratios of seconds per whole search.", ""]
     ver = [r for r in rows if r.get("kind") == "verify"]
     if ver:
-        lines += ["## Exported graphs verified on the GPU (ONNX Runtime CUDA vs the torch step on CUDA, TF32 off)", "",
-                  "| generator | precision | graph | worst ‖Δ‖/‖ref‖ | worst max-entry | tolerance | ORT use_tf32 | result |",
-                  "|---|---|---|---:|---:|---:|---|---|"]
+        lines += ["## Exported graphs verified (ONNX Runtime vs the torch step on the same device, TF32 off in torch; "
+                  "random inputs at batch 1 and 3)", "",
+                  "| generator | precision | device | graph | worst ‖Δ‖/‖ref‖ | worst max-entry | tolerance | ORT use_tf32 | result |",
+                  "|---|---|---|---|---:|---:|---:|---|---|"]
         for r in ver:
             res = "pass" if r["valid"] else "FAIL" + (f" ({r['note']}; without TF32 {r['worst_without_tf32']:.2e})"
                                                        if "note" in r else "")
-            lines.append(f"| {r['generator']} | {r['precision']} | {r['graph']} | {r['worst']:.2e} | {r['worst_max']:.2e} | "
-                         f"{r['tolerance']:g} | {r.get('use_tf32', '?')} | {res} |")
+            lines.append(f"| {r['generator']} | {r['precision']} | {r.get('device', 'cuda')} | {r['graph']} | {r['worst']:.2e} | "
+                         f"{r['worst_max']:.2e} | {r['tolerance']:g} | {r.get('use_tf32') or '-'} | {res} |")
         lines.append("")
     kern = [r for r in rows if r.get("kind") == "kernel" and r.get("op") == "downsample_loss"]
     copy = next((r for r in rows if r.get("kind") == "copy"), None)
@@ -932,19 +965,12 @@ def plan_lines(parts, budget: float) -> list[str]:
         mark = "" if t <= budget else "  [past the budget in the worst case: runs if earlier parts finish early]"
         lines.append(f"{i:>2}  {p.name:<28} {p.budget:>5.0f} s {int(t // 60):>5d}:{int(t % 60):02d}  {p.what}{mark}")
     lines += ["", "Would skip here (checked on this machine):"]
-    skips = []
-    seen = set()
+    by_reason: dict[str, list[str]] = {}
     for p in parts:
-        why = None
-        if p.kind == "engine" and p.params["generator"] == "mobilestylegan":
-            why = mobilestylegan_weights()[1]
-        elif p.kind == "stream":
-            why = continuous_batching()
-        if why and why not in seen:
-            seen.add(why)
-            names = [q.name for q in parts if (q.kind == p.kind and q.params.get("generator") == p.params.get("generator"))]
-            skips.append(f"  - {', '.join(names)}: {why}")
-    lines += skips or ["  - nothing"]
+        why = missing_feature(p)
+        if why:
+            by_reason.setdefault(why, []).append(p.name)
+    lines += [f"  - {', '.join(names)}: {why}" for why, names in by_reason.items()] or ["  - nothing"]
     try:
         import onnxruntime as ort  # noqa: PLC0415
 

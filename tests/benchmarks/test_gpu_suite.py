@@ -193,7 +193,7 @@ def test_markdown_tables_and_speedups():
     assert "| stylegan1 | bf16 | ort-cuda | 1 | 2.50 | 4.00 | 12.00x | - | 40.0% | 3000 |" in md
     assert "| stylegan1 | fp32 | torch-compile | 1 | 20.00 | 0.50 | 1.50x | 1.00x | 8.0% | 9000 |" in md
     assert "fp32 50 TFLOP/s" in md and "bf16 700 TFLOP/s" in md
-    assert "| stylegan1 | fp32 | step | 8.00e-04 | 3.00e-03 | 0.0001 | 1 | FAIL (TF32 rounding; without TF32 2.00e-06) |" in md
+    assert "| stylegan1 | fp32 | cuda | step | 8.00e-04 | 3.00e-03 | 0.0001 | 1 | FAIL (TF32 rounding; without TF32 2.00e-06) |" in md
     assert "| 8 | 1024 -> 32 | float32 | 3.0e-07 | 40.0 | 3200 | 80% | 400.0 | 10.0x |" in md
     assert "12 passed (exit 0" in md and "| env | ok | 4.2 | 30 |  |" in md
 
@@ -207,3 +207,34 @@ def test_kernel_bench_one_small_case():
     report = gpu_suite.kernel_bench(args, on_row=rows.append)
     assert report["downsample_loss"][0]["valid"] and report["sphere_update"][0]["valid"]
     assert [r["kind"] for r in rows] == ["copy", "kernel", "kernel"]
+
+
+def test_env_part_on_a_cpu_machine(tmp_path):
+    ctx = gpu_suite.Child(tmp_path, 60)
+    assert gpu_suite.part_env(ctx) == 0
+    env = gpu_suite.env_row(gpu_suite.read_rows(tmp_path))
+    pytest.importorskip("torch")
+    assert env["cuda"] is False and env["ort_cuda"]["ok"] is False and env["ort_cuda"]["why"]
+    assert env["machine"]["cores"] >= 1 and env["torch"]
+    assert "CUDA provider NOT active" in (tmp_path / "suite.md").read_text()
+
+
+@pytest.mark.slow
+def test_engine_part_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
+    """The engine part's code path (export, verification, run_bench per backend, rows) on dcgan
+    with the CPU backends: what the GPU window runs with device="cuda" and ort-cuda."""
+    pytest.importorskip("torch")
+    monkeypatch.setattr(gpu_suite, "WORK", tmp_path / "work")
+    ctx = gpu_suite.Child(tmp_path / "out", 600)
+    assert gpu_suite.part_engine(ctx, "dcgan", "fp32", 1, ("ort", "torch"), 1, True, device="cpu") == 0
+    rows = gpu_suite.read_rows(tmp_path / "out")
+    verify = [r for r in rows if r["kind"] == "verify"]
+    assert [v["graph"] for v in verify] == ["step", "render"]
+    assert all(v["valid"] and v["providers"][0] == "CPUExecutionProvider" and v["worst"] <= 1e-4 for v in verify)
+    bench = [r for r in rows if r["kind"] == "bench"]
+    assert [(r["backend"], r["batch"], r["precision"], r["steps"]) for r in bench] == [("ort", 1, "fp32", 100), ("torch", 1, "fp32", 100)]
+    assert all("note" not in r for r in bench)  # run_bench found the suite's export: the artefact keys agree
+    assert len(list((tmp_path / "work" / "cache").iterdir())) == 1
+    md = (tmp_path / "out" / "suite.md").read_text()
+    assert "| dcgan | fp32 | ort | 1 |" in md and "| dcgan | fp32 | step |" in md
+    assert (tmp_path / "out" / "throughput.png").stat().st_size > 1000
