@@ -256,11 +256,24 @@ def part_argv(part: Part, out: Path, limit: float) -> list[str]:
             "--deadline", f"{limit:.1f}"]
 
 
+_running: list[subprocess.Popen] = []  # the part process now running (for the SIGTERM handler)
+
+
+def _on_term(signum, frame) -> None:
+    """Stopped from outside (the device's command limit): end the running part with us."""
+    for proc in _running:
+        _kill_group(proc)
+    raise SystemExit(128 + signum)
+
+
 def run_suite(parts, out, budget: float, *, reserve: float = RESERVE_S, command: str = "") -> int:
     """Run `parts` in order within `budget` seconds (module doc, Method); returns 0 when every
-    part that ran finished and every verification and validation passed, else 1."""
+    part that ran finished and every verification and validation passed, else 1. Each part runs
+    in a process group of its own (not a session: a command's end still ends it), killed as a
+    group at its deadline."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _on_term)
     (out / "rows.jsonl").unlink(missing_ok=True)
     t0 = time.monotonic()
     deadline = t0 + budget
@@ -283,14 +296,19 @@ def run_suite(parts, out, budget: float, *, reserve: float = RESERVE_S, command:
         if part.kind == "prewarm-wait":
             status, note = prewarm_wait(out, limit), None
         else:
-            proc = subprocess.Popen(part_argv(part, out, limit), cwd=REPO, start_new_session=True)
+            proc = subprocess.Popen(part_argv(part, out, limit), cwd=REPO, preexec_fn=os.setpgrp)  # noqa: PLW1509
+            _running[:] = [proc]
             try:
                 rc = proc.wait(timeout=limit)
                 status = "ok" if rc == 0 else "failed"
-                note = None if rc == 0 else f"exit status {rc}"
+                error = next((r.get("error") for r in reversed(read_rows(out)) if r.get("kind") == "error"
+                              and r.get("part") == part.name), None)
+                note = None if rc == 0 else f"exit status {rc}" + (f": {error}" if error else "")
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 status, note = "timeout", f"stopped at its deadline ({limit:.0f} s); rows measured before it are kept"
+            finally:
+                _running.clear()
         seconds = round(time.monotonic() - start, 1)
         failed |= status == "failed"
         _log(f"part {i}/{len(parts)} {part.name}: {status} in {seconds} s" + (f" ({note})" if note else ""))
@@ -371,10 +389,19 @@ class Child:
 
 
 def run_part(name: str, out: Path, deadline_s: float) -> int:
+    """One part in this process; an exception becomes an "error" row (one line for suite.md) and
+    exit status 1, its traceback on stderr (suite.log)."""
+    import traceback  # noqa: PLC0415
+
     part = PART_BY_NAME[name]
     ctx = Child(out, deadline_s)
     fn = {"env": part_env, "engine": part_engine, "tests": part_tests, "kernels": part_kernels, "stream": part_stream}[part.kind]
-    return int(fn(ctx, **part.params) or 0)
+    try:
+        return int(fn(ctx, **part.params) or 0)
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        ctx.row(kind="error", part=name, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
+        return 1
 
 
 def part_env(ctx: Child) -> int:
@@ -389,7 +416,8 @@ def part_env(ctx: Child) -> int:
     try:
         import torch  # noqa: PLC0415
 
-        row.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda=bool(torch.cuda.is_available()))
+        row.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda=bool(torch.cuda.is_available()),
+                   torch_tf32={"cudnn_conv": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32})
         if row["cuda"]:
             p = torch.cuda.get_device_properties(0)
             row.update(device=torch.cuda.get_device_name(0), sm=f"{p.major}.{p.minor}", multiprocessors=p.multi_processor_count,
@@ -873,7 +901,14 @@ def markdown(rows: list[dict]) -> str:
                          f"{_fmt(r.get('peak_gpu_mib'), '.0f')} |")
         lines += ["", "Generators: " + "; ".join(f"{g}: {GENERATORS[g]['label']}" for g in dict.fromkeys(r["generator"] for r in bench)),
                   "FLOP floor = step FLOPs (from step.onnx) / time per step / the matmul peak measured in the same part ("
-                  + _peaks(bench) + "). Speed-ups are ratios of seconds per whole search.", ""]
+                  + _peaks(bench) + "). Speed-ups are ratios of seconds per whole search."]
+        tf = env.get("torch_tf32")
+        if tf:
+            lines.append(f"fp32 on this GPU: torch's cuDNN convolutions TF32 {tf['cudnn_conv']}, torch matmul TF32 {tf['matmul']} "
+                         f"(the fp32 peak is measured so), ONNX Runtime use_tf32={ort.get('cuda_options', {}).get('use_tf32', '?')}"
+                         " (library defaults, unchanged): an fp32 row whose convolutions ran in TF32 is judged against a "
+                         "non-TF32 peak, so its FLOP floor reads high.")
+        lines.append("")
     ver = [r for r in rows if r.get("kind") == "verify"]
     if ver:
         lines += ["## Exported graphs verified (ONNX Runtime vs the torch step on the same device, TF32 off in torch; "

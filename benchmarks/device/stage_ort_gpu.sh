@@ -173,13 +173,15 @@ cmd_plan() {
 }
 
 # -- there ---------------------------------------------------------------------------------------
-nvidia_lib_path() {  # the image's nvidia-* wheel libraries (cuBLAS, cudart, cuDNN, ...), for the CUDA provider
+nvidia_lib_path() {  # the image's nvidia-* wheel folders holding what the CUDA provider loads (never libcuda)
   "$PY" - <<'EOF'
 import glob, os, sys
+want = ("libcublasLt.so", "libcublas.so", "libcudart.so", "libcurand.so", "libcufft.so", "libnvrtc.so", "libcudnn.so")
 dirs = []
 for p in sys.path:
     for d in sorted(glob.glob(os.path.join(p, "nvidia", "*", "lib"))):
-        if d not in dirs:
+        names = os.listdir(d)
+        if d not in dirs and any(n.startswith(want) for n in names) and not any(n.startswith("libcuda.so") for n in names):
             dirs.append(d)
 print(":".join(dirs))
 EOF

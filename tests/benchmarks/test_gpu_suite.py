@@ -238,3 +238,44 @@ def test_engine_part_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
     md = (tmp_path / "out" / "suite.md").read_text()
     assert "| dcgan | fp32 | ort | 1 |" in md and "| dcgan | fp32 | step |" in md
     assert (tmp_path / "out" / "throughput.png").stat().st_size > 1000
+
+
+def test_a_part_that_raises_leaves_one_error_line(tmp_path, monkeypatch):
+    def broken(ctx):
+        raise RuntimeError("cannot load the ONNX graphs\nsecond line")
+    monkeypatch.setattr(gpu_suite, "part_env", broken)
+    assert gpu_suite.run_part("env", tmp_path, 30) == 1
+    err = [r for r in gpu_suite.read_rows(tmp_path) if r["kind"] == "error"]
+    assert err == [{"t": err[0]["t"], "kind": "error", "part": "env", "error": "RuntimeError: cannot load the ONNX graphs"}]
+
+
+def test_sigterm_to_the_suite_ends_the_running_part(tmp_path):
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text(f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    driver = tmp_path / "driver.py"
+    driver.write_text(f"""import sys
+from pathlib import Path
+sys.path.insert(0, {str(REPO / 'benchmarks')!r})
+import gpu_suite as g
+g.WORK = Path({str(tmp_path / 'work')!r})
+g.run_suite([g.Part("sleeper", "cmd", 60, "s", {{"argv": [sys.executable, {str(sleeper)!r}]}})], {str(tmp_path / 'out')!r}, 60)
+""")
+    parent = subprocess.Popen([sys.executable, str(driver)])
+    for _ in range(400):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    parent.terminate()
+    assert parent.wait(20) == 128 + 15
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the part outlived the suite")
