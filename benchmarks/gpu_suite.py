@@ -277,7 +277,7 @@ def run_suite(parts, out, budget: float, *, reserve: float = RESERVE_S, command:
     (out / "rows.jsonl").unlink(missing_ok=True)
     t0 = time.monotonic()
     deadline = t0 + budget
-    append_row(out, {"kind": "meta", "command": command, "budget_s": budget, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    append_row(out, {"kind": "meta", "command": command, "budget_s": round(budget, 1), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                      "commit": _git_commit(), "parts": [p.name for p in parts]})
     failed = False
     for i, part in enumerate(parts, 1):
@@ -368,7 +368,7 @@ def prewarm_wait(out: Path, limit: float) -> str:
     if log.is_file():
         (out / "prewarm.log").write_bytes(log.read_bytes()[-4_000_000:])
     append_row(out, {"kind": "prewarm", "status": "stopped at the deadline" if status == "timeout" else
-                     ("none ran" if pid is None else "finished"), **summary})
+                     ("none ran" if pid is None else "finished"), "log": log.is_file(), **summary})
     return status
 
 
@@ -960,7 +960,7 @@ def markdown(rows: list[dict]) -> str:
     pre = next((r for r in rows if r.get("kind") == "prewarm"), None)
     if pre:
         steps = ", ".join(f"{s['step']} {'ok' if s['ok'] else 'FAILED'} ({s['seconds']} s)" for s in pre.get("steps", []))
-        lines += [f"Prewarm: {pre['status']}" + (f": {steps}" if steps else "") + " (prewarm.log)", ""]
+        lines += [f"Prewarm: {pre['status']}" + (f": {steps}" if steps else "") + (" (prewarm.log)" if pre.get("log") else ""), ""]
     end = next((r for r in rows if r.get("kind") == "end"), None)
     lines.append(f"Elapsed: {end['elapsed_s']} s." if end else "The suite was still running (or was stopped) when this was written.")
     return "\n".join(lines) + "\n"
@@ -1048,7 +1048,9 @@ def main(argv=None) -> int:
     if args.prewarm:
         return prewarm()
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])
-    return run_suite(parts, args.out, args.budget, command=command)
+    # gpu_suite.sh exports its start time: the budget covers the whole command, its install step too
+    spent = max(0.0, time.time() - float(os.environ.get("PULSE_SUITE_T0", time.time())))
+    return run_suite(parts, args.out, args.budget - spent, command=command)
 
 
 if __name__ == "__main__":

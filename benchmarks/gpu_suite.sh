@@ -6,6 +6,7 @@
 # onnxruntime-gpu and MobileStyleGAN's weights come from benchmarks/device/stage_ort_gpu.sh, whose
 # env file (PYTHONPATH, LD_LIBRARY_PATH, PULSE_TRT_WEIGHTS) is sourced when present.
 set -euo pipefail
+export PULSE_SUITE_T0=$(date +%s.%N)   # --budget counts from here
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export OUT="${OUT:-$PWD/gpu_suite_out}"

@@ -179,10 +179,15 @@ def test_receive_installs_an_ort_subset_bundle(tmp_path, monkeypatch):
     payload.make_subset(fake_wheel(tmp_path / "w.whl"), archive, preset=1)
     lines = sh("split", archive, 2000, stage / "parts").stdout.replace("part ort.tar.xz ", "part ort ")
     (stage / "parts" / "MANIFEST").write_text(f"bundle ort ort-subset ort.tar.xz {sha(archive)} {archive.stat().st_size}\n{lines}")
-    r = sh("receive", env={"PULSE_GPU_STAGE": str(stage), "PULSE_GPU_TARGET": str(target)})
+    sp = tmp_path / "image-site-packages"  # the image's nvidia-* wheels, as torch cu130 installs them
+    for folder, lib in (("cu13", "libcublasLt.so.13"), ("cudnn", "libcudnn.so.9"), ("nccl", "libnccl.so.2"), ("drv", "libcuda.so.1")):
+        (sp / "nvidia" / folder / "lib").mkdir(parents=True)
+        (sp / "nvidia" / folder / "lib" / lib).write_bytes(b"")
+    r = sh("receive", env={"PULSE_GPU_STAGE": str(stage), "PULSE_GPU_TARGET": str(target), "PYTHONPATH": str(sp)})
     assert "6 files match" in r.stdout and "installed ort" in r.stdout
     env = (target / "env.sh").read_text()
     assert f"export PYTHONPATH={target}/site" in env
+    assert f"export LD_LIBRARY_PATH={sp}/nvidia/cu13/lib:{sp}/nvidia/cudnn/lib${{LD_LIBRARY_PATH" in env
     # the fake package cannot run a CUDA session: the smoke says so, nothing is marked ok
     assert not (target / "smoke.ok").exists()
 
