@@ -400,7 +400,7 @@ def run_part(name: str, out: Path, deadline_s: float) -> int:
         return int(fn(ctx, **part.params) or 0)
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
-        ctx.row(kind="error", part=name, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
+        ctx.row(kind="error", part=name, error=_one_line(e))
         return 1
 
 
@@ -628,11 +628,18 @@ def part_engine(ctx: Child, generator: str, precision: str, batch, backends, rep
     _log(f"{generator} {precision}: generator and export (cached after the first)")
     gen, art, weights, export_s = export_for(generator, precision, cache, device)
     ctx.row(kind="export", generator=generator, precision=precision, artifacts=str(art), seconds=export_s, lr_size=cfg["lr_size"])
+    failed = 0
     if verify:
-        for v in verify_graphs(art, gen, precision, device):
-            ctx.row(kind="verify", generator=generator, **v)
-            _log(f"verify {generator} {precision} {v['graph']}: worst {v['worst']:.2e} (tol {v['tolerance']:g}) "
-                 f"{'ok' if v['valid'] else 'OVER TOLERANCE'}")
+        try:
+            for v in verify_graphs(art, gen, precision, device):
+                ctx.row(kind="verify", generator=generator, **v)
+                _log(f"verify {generator} {precision} {v['graph']}: worst {v['worst']:.2e} (tol {v['tolerance']:g}) "
+                     f"{'ok' if v['valid'] else 'OVER TOLERANCE'}")
+        except Exception as e:  # noqa: BLE001  (a graph ORT cannot load here: said, and the timing still tried)
+            failed += 1
+            ctx.row(kind="verify", generator=generator, precision=precision, device=device, graph="step, render", valid=False,
+                    error=_one_line(e))
+            _log(f"verify {generator} {precision}: ERROR {_one_line(e)}")
     del gen
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -647,8 +654,15 @@ def part_engine(ctx: Child, generator: str, precision: str, batch, backends, rep
         entries = set(os.listdir(cache)) if cache.is_dir() else set()
         work = Workload(generator=generator, lr_size=cfg["lr_size"], steps=STEPS, batches=(batch,), precisions=(precision,),
                         weights=weights, resolution=1024, repeats=repeats)
-        res = run_bench(work, (backend,), cache_root=cache, device=device, progress=_log)
-        reexported = sorted(set(os.listdir(cache)) - entries)
+        try:
+            res = run_bench(work, (backend,), cache_root=cache, device=device, progress=_log)
+        except Exception as e:  # noqa: BLE001  (one backend failing leaves the others' rows)
+            failed += 1
+            ctx.row(kind="skip", generator=generator, precision=precision, backend=backend, batch=batch,
+                    why=f"error: {_one_line(e)}")
+            _log(f"{generator} {precision} {backend}: ERROR {_one_line(e)}")
+            continue
+        reexported = sorted((set(os.listdir(cache)) if cache.is_dir() else set()) - entries)
         for r in res["rows"]:
             r.pop("speedup_vs_torch", None)  # recomputed across parts by render()
             ctx.row(kind="bench", generator=generator, resolution=cfg["resolution"], lr_size=cfg["lr_size"],
@@ -656,7 +670,12 @@ def part_engine(ctx: Child, generator: str, precision: str, batch, backends, rep
                     **({"note": f"bench exported again ({reexported[0][:12]})"} if reexported else {}), **r)
         for s in res["skipped"]:
             ctx.row(kind="skip", generator=generator, **s)
-    return 0
+    return 1 if failed else 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
 def part_kernels(ctx: Child) -> int:
@@ -916,6 +935,10 @@ def markdown(rows: list[dict]) -> str:
                   "| generator | precision | device | graph | worst ‖Δ‖/‖ref‖ | worst max-entry | tolerance | ORT use_tf32 | result |",
                   "|---|---|---|---|---:|---:|---:|---|---|"]
         for r in ver:
+            if "error" in r:
+                lines.append(f"| {r['generator']} | {r['precision']} | {r.get('device', 'cuda')} | {r['graph']} | - | - | - | - | "
+                             f"ERROR: {r['error']} |")
+                continue
             res = "pass" if r["valid"] else "FAIL" + (f" ({r['note']}; without TF32 {r['worst_without_tf32']:.2e})"
                                                        if "note" in r else "")
             lines.append(f"| {r['generator']} | {r['precision']} | {r.get('device', 'cuda')} | {r['graph']} | {r['worst']:.2e} | "

@@ -279,3 +279,30 @@ g.run_suite([g.Part("sleeper", "cmd", 60, "s", {{"argv": [sys.executable, {str(s
         time.sleep(0.05)
     else:
         pytest.fail("the part outlived the suite")
+
+
+def test_engine_part_keeps_going_when_verification_or_a_backend_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_suite, "WORK", tmp_path / "work")
+    monkeypatch.setattr(gpu_suite, "export_for", lambda *a: (object(), tmp_path / "art", None, 0.1))
+
+    def verify(*a):
+        raise RuntimeError("Could not find an implementation for ConvTranspose(22)\nmore")
+    calls = []
+
+    def bench(work, backends, **kw):
+        calls.append(backends)
+        if backends == ("ort",):
+            raise RuntimeError("CUDA graph capture failed")
+        return {"rows": [{"backend": "torch", "precision": "fp32", "batch": 1, "seconds_per_search": 1.0}],
+                "skipped": [], "peak_flops": {"fp32": 1e11}, "machine_label": "cpu"}
+    monkeypatch.setattr(gpu_suite, "verify_graphs", verify)
+    monkeypatch.setattr("pulse_trt.bench.run_bench", bench)
+    ctx = gpu_suite.Child(tmp_path / "out", 60)
+    assert gpu_suite.part_engine(ctx, "dcgan", "fp32", 1, ("ort", "torch"), 1, True, device="cpu") == 1
+    rows = gpu_suite.read_rows(tmp_path / "out")
+    assert calls == [("ort",), ("torch",)]
+    assert [r["kind"] for r in rows] == ["export", "verify", "skip", "bench"]
+    assert rows[1]["error"] == "RuntimeError: Could not find an implementation for ConvTranspose(22)"
+    assert rows[2]["why"] == "error: RuntimeError: CUDA graph capture failed"
+    md = (tmp_path / "out" / "suite.md").read_text()
+    assert "ERROR: RuntimeError: Could not find" in md and "error: RuntimeError: CUDA graph capture failed" in md
