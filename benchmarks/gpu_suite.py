@@ -528,60 +528,90 @@ def export_for(name: str, precision: str, cache: Path, device: str):
     return gen.to(device), art, weights, round(time.monotonic() - t, 1)
 
 
-def verify_graphs(art, generator, precision: str, device: str = "cuda", batches=(1, 3), seed: int = 0) -> list[dict]:
-    """ONNX Runtime on `device` (CUDA: the engine's provider options) against the torch step and
-    render on the same device with TF32 off (the specification), on export.verify.random_inputs;
-    per graph: the worst tensor-wise relative error over outputs and batches against
-    TOLERANCE[precision]. An fp32 graph over tolerance on CUDA is run again with use_tf32=0, to
-    tell TF32 rounding from a wrong graph. The session must really run on the provider asked for."""
+def verify_graphs(art, generator, precision: str, device: str = "cuda", batches=(1, 3), seed: int = 0,
+                  tolerance: float | None = None) -> list[dict]:
+    """The exported graphs on ONNX Runtime against the torch functions they were traced from, on
+    `device` (the export verification's rules, export/verify.py, run where the engine runs):
+
+    1. Fresh inputs (export.verify.random_inputs) at each batch in `batches`; ONNX Runtime with the
+       engine's provider options (CUDA: device 0, ORT's defaults, so TF32 as ORT sets it); the
+       torch function on the same device with TF32 off (the specification). The session must
+       really run on the provider asked for (ORT falls back to the CPU silently).
+    2. Per output the tensor-wise relative error ||ort - torch|| / ||torch||, the worst over
+       batches; pass when every output is within TOLERANCE[precision] (fp32 1e-4, bf16 1e-1).
+    3. fp32 outputs over it are judged by float64 (export.verify's arbiter): a float64 copy of
+       the torch function on the smallest batch; an output passes when ORT's error against
+       float64 is within FP32_SLACK x torch float32's own error against float64, plus the
+       tolerance (deep backward passes differ by a few 1e-4 between float32 libraries).
+    4. Still failing on CUDA with use_tf32=1: steps 1-3 again with use_tf32=0, recorded as
+       `without_tf32`, to tell TF32 rounding (the engine's "fp32" is then TF32) from a wrong graph.
+    Returns one row per graph: worst, worst_max, per_output, float64 (when step 3 ran), valid.
+    """
+    import copy  # noqa: PLC0415
+
     import onnxruntime as ort  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
     from pulse_trt.engine.manifest import load_manifest  # noqa: PLC0415
     from pulse_trt.engine.runner_ort import session_options  # noqa: PLC0415
     from pulse_trt.export.step import make_render_fn, make_step_fn  # noqa: PLC0415
-    from pulse_trt.export.verify import TOLERANCE, norm_relative_error, random_inputs, relative_error  # noqa: PLC0415
+    from pulse_trt.export.verify import (FP32_SLACK, TOLERANCE, norm_relative_error, random_inputs,  # noqa: PLC0415
+                                         relative_error)
 
     m = load_manifest(art)
-    tol = TOLERANCE[precision]
+    tol = TOLERANCE[precision] if tolerance is None else tolerance
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
     out = []
+
+    def torch_outputs(fn, infos, feeds, graph, dtype=torch.float32):
+        tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            with torch.no_grad() if graph == "render" else torch.enable_grad():
+                return [[r.detach().double().cpu().numpy() for r in
+                         fn(*[torch.from_numpy(f[i.name]).to(device, dtype) for i in infos])] for f in feeds]
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
     for graph, make, path in (("step", make_step_fn, m.step_path), ("render", make_render_fn, m.render_path)):
         fn = make(generator, m.options, m.lr_size, precision)
         infos = fn.layout.step_inputs() if graph == "step" else fn.layout.render_inputs()
         names = fn.output_names
         feeds = [random_inputs(infos, b, seed=seed + k) for k, b in enumerate(batches)]
-        tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        try:
-            with torch.no_grad() if graph == "render" else torch.enable_grad():
-                refs = [[r.detach().float().cpu().numpy() for r in fn(*[torch.from_numpy(f[i.name]).to(device) for i in infos])]
-                        for f in feeds]
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        refs = torch_outputs(fn, infos, feeds, graph)
+        ref64 = None
 
-        def errors(provider_options: dict):
+        def judge(provider_options: dict) -> dict:
+            nonlocal ref64
             sess = ort.InferenceSession(str(path), session_options(), providers=[(provider, provider_options)])
-            active = sess.get_providers()
-            used = sess.get_provider_options().get(provider, {})
-            worst, worst_max, per = 0.0, 0.0, {}
-            for f, ref in zip(feeds, refs):
-                got = sess.run(names, f)
-                for n, g, r in zip(names, got, ref):
-                    e = norm_relative_error(g, r)
-                    per[n] = max(per.get(n, 0.0), e)
-                    worst, worst_max = max(worst, e), max(worst_max, relative_error(g, r))
+            res = {"providers": sess.get_providers(), "use_tf32": sess.get_provider_options().get(provider, {}).get("use_tf32")}
+            gots = [sess.run(names, f) for f in feeds]
             del sess
-            return worst, worst_max, per, active, used
-        worst, worst_max, per, active, used = errors({"device_id": "0"} if device == "cuda" else {})
+            per = {n: max(norm_relative_error(g[k], r[k]) for g, r in zip(gots, refs)) for k, n in enumerate(names)}
+            res.update(worst=max(per.values()), per_output=per, worst_max=max(
+                relative_error(g[k], r[k]) for g, r in zip(gots, refs) for k in range(len(names))))
+            over = [n for n, e in per.items() if not e <= tol]
+            if over and precision == "fp32":
+                if ref64 is None:  # step 3, once per graph
+                    fn64 = make(copy.deepcopy(generator).double(), m.options, m.lr_size, "fp32")
+                    ref64 = torch_outputs(fn64, infos, feeds[:1], graph, torch.float64)[0]
+                judged = {}
+                for n in over:
+                    k = names.index(n)
+                    judged[n] = {"ort_vs_f64": norm_relative_error(gots[0][k], ref64[k]),
+                                 "torch_f32_vs_f64": norm_relative_error(refs[0][k], ref64[k])}
+                res["float64"] = judged
+                over = [n for n, j in judged.items() if not j["ort_vs_f64"] <= FP32_SLACK * j["torch_f32_vs_f64"] + tol]
+            res["over"] = over
+            res["valid"] = bool(res["providers"] and res["providers"][0] == provider and not over)
+            return res
+
         row = {"graph": graph, "precision": precision, "device": device, "batches": list(batches), "tolerance": tol,
-               "worst": worst, "worst_max": worst_max, "per_output": per, "providers": active, "use_tf32": used.get("use_tf32"),
-               "valid": bool(active and active[0] == provider and worst <= tol)}
-        if not row["valid"] and precision == "fp32" and str(used.get("use_tf32")) == "1":
-            w2, _, _, _, _ = errors({"device_id": "0", "use_tf32": "0"})
-            row["worst_without_tf32"] = w2
-            row["note"] = ("over tolerance with TF32 (the engine's ORT default) and within it without: TF32 rounding"
-                           if w2 <= tol else "over tolerance with and without TF32: the graph or a kernel is wrong")
+               **judge({"device_id": "0"} if device == "cuda" else {})}
+        if not row["valid"] and device == "cuda" and str(row.get("use_tf32")) == "1":
+            row["without_tf32"] = judge({"device_id": "0", "use_tf32": "0"})
+            row["note"] = ("TF32: within tolerance with use_tf32=0, not with ORT's default use_tf32=1"
+                           if row["without_tf32"]["valid"] else "over tolerance with and without TF32")
         out.append(row)
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -939,8 +969,9 @@ def markdown(rows: list[dict]) -> str:
                 lines.append(f"| {r['generator']} | {r['precision']} | {r.get('device', 'cuda')} | {r['graph']} | - | - | - | - | "
                              f"ERROR: {r['error']} |")
                 continue
-            res = "pass" if r["valid"] else "FAIL" + (f" ({r['note']}; without TF32 {r['worst_without_tf32']:.2e})"
-                                                       if "note" in r else "")
+            res = ("pass" + (" (float64 arbiter)" if r.get("float64") else "")) if r["valid"] else \
+                "FAIL: " + ", ".join(r.get("over", [])) + (f" ({r['note']}; without TF32 worst {r['without_tf32']['worst']:.2e})"
+                                                          if "note" in r else "")
             lines.append(f"| {r['generator']} | {r['precision']} | {r.get('device', 'cuda')} | {r['graph']} | {r['worst']:.2e} | "
                          f"{r['worst_max']:.2e} | {r['tolerance']:g} | {r.get('use_tf32') or '-'} | {res} |")
         lines.append("")
