@@ -684,7 +684,7 @@ def part_engine(ctx: Child, generator: str, precision: str, batch, backends, rep
             return 0
         _log(f"{generator} {precision}: largest batch that fits the deadline: {batch}")
     for backend in backends:
-        entries = set(os.listdir(cache)) if cache.is_dir() else set()
+        entries = _entries(cache)
         work = Workload(generator=generator, lr_size=cfg["lr_size"], steps=STEPS, batches=(batch,), precisions=(precision,),
                         weights=weights, resolution=1024, repeats=repeats)
         try:
@@ -695,7 +695,7 @@ def part_engine(ctx: Child, generator: str, precision: str, batch, backends, rep
                     why=f"error: {_one_line(e)}")
             _log(f"{generator} {precision} {backend}: ERROR {_one_line(e)}")
             continue
-        reexported = sorted((set(os.listdir(cache)) if cache.is_dir() else set()) - entries)
+        reexported = sorted(_entries(cache) - entries)
         for r in res["rows"]:
             r.pop("speedup_vs_torch", None)  # recomputed across parts by render()
             ctx.row(kind="bench", generator=generator, resolution=cfg["resolution"], lr_size=cfg["lr_size"],
@@ -704,6 +704,11 @@ def part_engine(ctx: Child, generator: str, precision: str, batch, backends, rep
         for s in res["skipped"]:
             ctx.row(kind="skip", generator=generator, **s)
     return 1 if failed else 0
+
+
+def _entries(cache: Path) -> set[str]:
+    """Artefact entries of the cache (not its lock files and temps, which start with a dot)."""
+    return {n for n in os.listdir(cache) if not n.startswith(".")} if cache.is_dir() else set()
 
 
 def _one_line(e: BaseException) -> str:
