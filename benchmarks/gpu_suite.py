@@ -277,6 +277,7 @@ def run_suite(parts, out, budget: float, *, reserve: float = RESERVE_S, command:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _on_term)
+    use_kernels()  # every part (and pytest) loads the same fatbin
     (out / "rows.jsonl").unlink(missing_ok=True)
     t0 = time.monotonic()
     deadline = t0 + budget
@@ -459,26 +460,43 @@ def part_env(ctx: Child) -> int:
 
 
 def _fatbin() -> Path:
+    """The fatbin every part uses: $PULSE_TRT_KERNELS, else the checkout's build/ when it has one,
+    else the suite's own sm_90 build in $PULSE_SUITE_WORK (never build/: the checkout's build is
+    the full architecture list that tests/kernels/test_build.py checks)."""
     env = os.environ.get("PULSE_TRT_KERNELS")
-    return Path(env) if env else REPO / "build" / "kernels" / "pulse_kernels.fatbin"
+    if env:
+        return Path(env)
+    repo_build = REPO / "build" / "kernels" / "pulse_kernels.fatbin"
+    return repo_build if repo_build.is_file() else WORK / "build-kernels" / "kernels" / "pulse_kernels.fatbin"
+
+
+def use_kernels() -> Path:
+    """Point PULSE_TRT_KERNELS (this process and its children) at _fatbin(), built or not yet."""
+    path = _fatbin()
+    os.environ["PULSE_TRT_KERNELS"] = str(path)
+    return path
 
 
 def ensure_kernels(ctx: Child | None) -> str:
-    """Build the fatbin when missing (sm_90 only by default: the machine's own architecture;
-    PULSE_SUITE_SASS_ARCHS to change); returns 'present', 'built' or raises."""
-    if _fatbin().is_file():
+    """Build the fatbin at use_kernels() when missing: SASS for sm_90 only by default (the
+    machine's own architecture; PULSE_SUITE_SASS_ARCHS to change) into
+    $PULSE_SUITE_WORK/build-kernels; returns 'present' or 'built', raises when the build fails."""
+    path = use_kernels()
+    if path.is_file():
         return "present"
     archs = os.environ.get("PULSE_SUITE_SASS_ARCHS", "90")
+    build = path.parents[1]
     WORK.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
     with open(WORK / "build.log", "w") as log:
-        r = subprocess.run(f"cmake -S . -B build -DPULSE_SASS_ARCHS={shlex.quote(archs)} && cmake --build build -j",
-                           shell=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        r = subprocess.run(f"cmake -S . -B {shlex.quote(str(build))} -DPULSE_SASS_ARCHS={shlex.quote(archs)} && "
+                           f"cmake --build {shlex.quote(str(build))} -j", shell=True, cwd=REPO, stdout=log,
+                           stderr=subprocess.STDOUT)
     seconds = round(time.monotonic() - t, 1)
     if ctx is not None:
-        ctx.row(kind="build", archs=archs, seconds=seconds, returncode=r.returncode,
+        ctx.row(kind="build", archs=archs, fatbin=str(path), seconds=seconds, returncode=r.returncode,
                 log_tail=(WORK / "build.log").read_text()[-1500:])
-    if r.returncode != 0:
+    if r.returncode != 0 or not path.is_file():
         raise RuntimeError(f"kernel build failed (exit {r.returncode}); see {WORK / 'build.log'}")
     return "built"
 
