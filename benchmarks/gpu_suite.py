@@ -852,7 +852,7 @@ def kernel_bench(args, on_row=lambda r: None) -> dict:
         report["downsample_loss"].append(r)
         on_row({"kind": "kernel", "op": "downsample_loss", **r})
         print(f"  ours {ours_us:.1f} us ({moved / ours_us / 1e3:.0f} GB/s), torch {torch_us:.1f} us", flush=True)
-        del hr, outs, x
+        hr = outs = x = None  # free this case's device memory before the next
         torch.cuda.empty_cache()
 
     shape = (8, 18, 512)
