@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     for batch in args.batches:
         y = np.random.default_rng(batch).uniform(0.2, 0.8, (batch, 3, args.lr_size, args.lr_size)).astype(np.float32)
         times = {}
-        with PulseEngine(art, backend="ort", batch_size=batch, threads=threads) as engine:
+        with PulseEngine(art, backend="ort", slots=batch, threads=threads) as engine:
             engine.search(y)  # warm-up
             t = []
             for _ in range(args.repeats):

@@ -37,6 +37,6 @@ def test_reference_search(benchmark, dcgan, targets):
 
 
 def test_engine_search_ort(benchmark, artifacts, targets):
-    with PulseEngine(artifacts, backend="ort", batch_size=2) as engine:
+    with PulseEngine(artifacts, backend="ort", slots=2) as engine:
         results = benchmark(engine.search, targets)
     assert len(results) == 2 and results[0].record["backend"]

@@ -2,29 +2,36 @@
 
     from pulse_trt.engine.api import PulseEngine
     with PulseEngine("artifacts/dcgan-8") as engine:
-        results = engine.upsample([face_uint8_8x8x3, pil_image])   # list[ImageResult]
-        hr = to_uint8(results[0].hr)                                # [R, R, 3] uint8
+        results = engine.upsample([face_uint8_8x8x3, pil_image])    # list[ImageResult], blocking
+        future = engine.submit(face, progress=lambda done, total: ...)  # concurrent.futures.Future
+        hr = to_uint8(future.result().hr)                            # [R, R, 3] uint8
+        future.cancel()                                              # frees its slot at the next sync
 
-Thread-safe: one lock serialises calls on the engine's runner (its sessions and bound buffers
-are per-engine state); there is no global state, so two engines on two artefact directories
-run side by side. Exporting artefacts (torch) is pulse_trt.api's job, not this module's.
+One search loop: every call goes through the engine's continuous-batching scheduler
+(engine/scheduler.py), driven by one worker thread that owns the runner. submit() may be called
+from any thread; requests from different callers share the slots, and a request's result does
+not depend on what runs beside it. There is no global state, so two engines on two artefact
+directories run side by side. Exporting artefacts (torch) is pulse_trt.api's job, not this
+module's.
 """
 from __future__ import annotations
 
 import threading
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from .errors import PulseError
-from .loop import run_search
 from .manifest import Manifest, load_manifest
 from .options import PulseOptions
 from .result import ImageResult
 from .runner import Runner
+from .scheduler import DEFAULT_SYNC_EVERY, Request, Scheduler, check_targets
 
 BACKENDS = ("ort", "ort-cuda", "tensorrt")
+DEFAULT_SLOTS = 8
 
 
 def make_runner(manifest: Manifest, backend: str = "ort", **kwargs) -> Runner:
@@ -70,29 +77,56 @@ def image_to_chw01(image, lr_size: int, index: int = 0) -> np.ndarray:
     return a.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
 
 
+def wait_all(futures: list[Future]) -> list[ImageResult]:
+    """Results of `futures` in order; on the first error (or Ctrl-C) cancel the rest and raise it."""
+    try:
+        return [f.result() for f in futures]
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+
+
 class PulseEngine:
-    """PULSE over one artefact directory with one backend.
+    """PULSE over one artefact directory with one backend, continuously batched.
 
     Args:
         artifacts_dir: a directory written by the exporter (manifest.json, step.onnx,
-                       render.onnx); validated here (PulseError when missing or incompatible).
+                       render.onnx); validated here (PulseError when missing or incompatible);
+                       or its engine.manifest.Manifest, already loaded.
         backend:       "ort" (CPU, default), "ort-cuda" or "tensorrt".
-        batch_size:    rows (inputs x restarts) per search chunk; default 8.
+        slots:         rows searched together (B); every start of every request takes one row
+                       while it runs. Default 8.
+        sync_every:    steps between host synchronisations (K; engine.scheduler): retirements
+                       and admissions happen then. Results do not depend on it (early_stop off).
+        options:       default PulseOptions of requests (default: the manifest's).
         runner_options: passed to the runner (e.g. threads=2 for "ort").
-    The runner is activated on first use (or on __enter__) and released by close() / __exit__.
+    The runner is activated on first use (or on __enter__ / prepare()) and released by close()
+    / __exit__, which cancels what is still queued or running.
     """
 
-    def __init__(self, artifacts_dir, backend: str = "ort", batch_size: int = 8, **runner_options):
+    def __init__(self, artifacts_dir, backend: str = "ort", *, slots: int = DEFAULT_SLOTS,
+                 sync_every: int = DEFAULT_SYNC_EVERY, options: PulseOptions | None = None, **runner_options):
         if backend not in BACKENDS:
             raise PulseError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise PulseError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.artifacts_dir = Path(artifacts_dir)
-        self.manifest = load_manifest(self.artifacts_dir)
+        for name, v in (("slots", slots), ("sync_every", sync_every)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise PulseError(f"{name} must be an integer >= 1, got {v!r}")
+        if isinstance(artifacts_dir, Manifest):
+            self.manifest = artifacts_dir
+        else:
+            self.manifest = load_manifest(artifacts_dir)
+        self.artifacts_dir = self.manifest.dir
+        self.options = self.manifest.resolve_options(options)
         self.backend = backend
-        self.batch_size = batch_size
+        self.slots, self.sync_every = slots, sync_every
         self._runner = make_runner(self.manifest, backend, **runner_options)
+        self._scheduler: Scheduler | None = None
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._worker: threading.Thread | None = None
+        self._closing = False
+        self._requests: dict[int, tuple[Request, Future]] = {}
 
     @property
     def lr_size(self) -> int:
@@ -103,46 +137,161 @@ class PulseEngine:
         return self.manifest.resolution
 
     @property
-    def options(self) -> PulseOptions:
-        """The manifest's options: the defaults of upsample / search."""
-        return self.manifest.options
+    def scheduler(self) -> Scheduler | None:
+        """The scheduler once prepared (its counters: blocks, row_steps; the runner's syncs)."""
+        return self._scheduler
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def prepare(self) -> "PulseEngine":
+        """Activate the runner, open its slots and start the worker thread, now."""
+        with self._lock:
+            self._prepare()
+        return self
+
+    def _prepare(self) -> None:
+        if self._closing:
+            raise PulseError("this PulseEngine is closed")
+        if self._scheduler is None:
+            self._runner.activate()
+            try:
+                self._scheduler = Scheduler(self._runner, self.slots, self.sync_every)
+            except BaseException:
+                self._runner.deactivate()
+                raise
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._loop, name="pulse-engine", daemon=True)
+            self._worker.start()
 
     def __enter__(self) -> "PulseEngine":
-        with self._lock:
-            if not self._runner.is_active:
-                self._runner.activate()
-        return self
+        return self.prepare()
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
+        """Cancel what is queued or running, stop the worker, release the runner. Idempotent."""
         with self._lock:
+            self._closing = True
+            pending = list(self._requests.values())
+            self._wake.notify_all()
+        for request, future in pending:
+            request.cancel()
+            future.cancel()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
+        with self._lock:
+            self._worker = None
+            self._scheduler = None
             self._runner.deactivate()
+            self._closing = False
+
+    def _loop(self) -> None:
+        """The worker: scheduler steps while there is work; sleeps otherwise."""
+        while True:
+            with self._lock:
+                while not self._closing and not self._scheduler.has_work():
+                    self._wake.wait()
+                if self._closing and not self._scheduler.has_work():
+                    return
+                scheduler = self._scheduler
+            try:
+                scheduler.step()  # outside the lock: submit() never waits for a block
+            except Exception as e:  # noqa: BLE001  (a bug: fail what is in flight, keep serving)
+                scheduler.fail_all(e)
+
+    # -- requests ---------------------------------------------------------------------------------
+    def submit(self, image, *, options: PulseOptions | None = None, index: int = 0,
+               progress: Callable[[int, int], None] | None = None) -> Future:
+        """Queue one face (uint8 [lr, lr, 3] array or PIL image); returns a Future of its
+        ImageResult. Raises PulseError at once for a bad image or options (nothing is queued).
+
+        options:  this request's PulseOptions (default the engine's): runtime ones (steps, seed,
+                  duplicates, restarts, early_stop, learning_rate, lr_schedule) are free, graph
+                  ones must equal the manifest's.
+        index:    the input index that keys its seeded starts (start k: (seed, index, k)).
+        progress: progress(done, total) in the worker thread, at every sync: optimiser steps run
+                  for this request and that plus the steps still planned. A callback that
+                  raises fails its own request (the future raises it), nothing else.
+        future.cancel() takes the request out of the queue or its slot at the next sync; it
+        then has no result and no record.
+        """
+        return self.submit_target(image_to_chw01(image, self.lr_size, index), options=options, index=index,
+                                  progress=progress)
+
+    def submit_target(self, target, *, options: PulseOptions | None = None, index: int = 0,
+                      progress: Callable[[int, int], None] | None = None) -> Future:
+        """submit() for a target [3, lr, lr] float in [0, 1]."""
+        future: Future = Future()
+        request = Request(target=target, index=index, options=options if options is not None else self.options,
+                          progress=progress, on_done=self._done)
+        with self._lock:
+            self._prepare()
+            self._scheduler.add(request)  # checks; PulseError before anything is queued
+            self._requests[request.id] = (request, future)
+            self._wake.notify_all()
+        future.add_done_callback(lambda f: request.cancel() if f.cancelled() else None)
+        return future
+
+    def _done(self, request: Request) -> None:
+        with self._lock:
+            _, future = self._requests.pop(request.id, (None, None))
+        if future is None or not future.set_running_or_notify_cancel():
+            return  # cancelled by its caller: no result
+        if request.cancelled:
+            future.set_exception(CancelledError())
+        elif request.error is not None:
+            future.set_exception(request.error)
+        else:
+            request.result.record["artifacts_key"] = self.manifest.key
+            future.set_result(request.result)
 
     def upsample(self, images: Sequence, *, options: PulseOptions | None = None,
                  progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
-        """Upsample faces: uint8 [lr, lr, 3] arrays or PIL images (lr = self.lr_size).
+        """Upsample faces: uint8 [lr, lr, 3] arrays or PIL images (lr = self.lr_size); blocks.
 
-        options: this call's PulseOptions (default the manifest's): the runtime ones (steps,
-        seed, duplicates, learning_rate, lr_schedule) are free, the graph ones must equal the
-        manifest's (PulseError otherwise). Every input is validated before any search starts. Returns one ImageResult per input:
-        hr [3, R, R] float32 in [0, 1], lr [3, lr, lr], record (success, l2, best_step, ...,
-        backend, seconds), history."""
+        Every input is validated before any is queued. Input i's starts are keyed by index i.
+        options: as submit(). progress(done, total): summed over the inputs of this call.
+        Returns one ImageResult per input: hr [3, R, R] float32 in [0, 1], lr [3, lr, lr],
+        record (success, l2, best_step, restart, starts, seconds, backend, ...), history."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
-        targets = np.stack([image_to_chw01(im, self.lr_size, i) for i, im in enumerate(images)]) \
-            if len(images) else None
-        if targets is None:
+        images = list(images)
+        if not images:
             raise PulseError("upsample needs at least one image")
+        targets = np.stack([image_to_chw01(im, self.lr_size, i) for i, im in enumerate(images)])
         return self.search(targets, options=options, progress=progress)
 
-    def search(self, targets: np.ndarray, *, options: PulseOptions | None = None,
+    def search(self, targets, *, options: PulseOptions | None = None,
                progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
-        """Search for targets [N, 3, lr, lr] float in [0, 1] (engine.loop.run_search) with
-        `options` (default the manifest's; see upsample)."""
-        options = self.manifest.resolve_options(options)  # fails before the runner opens
-        with self._lock:
-            if not self._runner.is_active:
-                self._runner.activate()
-            return run_search(self._runner, targets, options=options, batch_size=self.batch_size, progress=progress)
+        """upsample() for targets [N, 3, lr, lr] float in [0, 1]; blocks."""
+        targets = check_targets(targets, self.lr_size)
+        options = self.manifest.resolve_options(options if options is not None else self.options)
+        report = _Aggregate(len(targets), options.steps * options.duplicates, progress) if progress else None
+        futures = []
+        try:
+            for i, t in enumerate(targets):
+                futures.append(self.submit_target(t, options=options, index=i,
+                                                  progress=report.callback(i) if report else None))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        return wait_all(futures)
+
+
+class _Aggregate:
+    """progress(done, total) summed over the requests of one call."""
+
+    def __init__(self, n: int, planned: int, progress: Callable[[int, int], None]):
+        self._done, self._total = [0] * n, [planned] * n
+        self._progress = progress
+        self._lock = threading.Lock()
+
+    def callback(self, i: int) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            with self._lock:
+                self._done[i], self._total[i] = done, total
+                d, t = sum(self._done), sum(self._total)
+            self._progress(d, t)
+        return report

@@ -29,7 +29,8 @@ from .options import RUNTIME_OPTIONS, PulseOptions, graph_options, noise_roles
 from .spec import GeneratorSpec
 from .state import latent_rows
 
-FORMAT = "pulse-trt-artifacts/1"
+FORMAT = "pulse-trt-artifacts/2"  # graph contract 2 (docs/artifacts.md): per-row lr / t, best in the graph
+OLD_FORMATS = {"pulse-trt-artifacts/1": "contract 1: one step for the whole batch, best iterate kept by the host"}
 LOSS_OUTPUTS = ("loss.L2", "loss.L1", "loss.GEOCROSS", "loss.TOTAL")
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = ("float32", "float16", "bfloat16", "int64", "int32")
@@ -131,8 +132,24 @@ class Manifest:
 
     @property
     def moments(self) -> tuple[str, ...]:
-        """State tensors that start at zero (optimiser moments)."""
-        return tuple(s.name for s in self.state if s.name not in self.params)
+        """Optimiser moments in the state (zero when a row starts)."""
+        return tuple(s.name for s in self.state if s.name not in self.params and s.name not in self.trackers)
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The step's own bookkeeping in the state: "best.<param>" per param, "best.loss", "min.L2"."""
+        return tuple(f"best.{p}" for p in self.params) + ("best.loss", "min.L2")
+
+    @property
+    def starts(self) -> tuple[str, ...]:
+        """Per-row start inputs: "start.<param>" per param (read by rows whose t is 1)."""
+        return tuple(f"start.{p}" for p in self.params)
+
+    @property
+    def row_inputs(self) -> tuple[str, ...]:
+        """Step inputs the host writes per row when a search starts there: target, starts, radii,
+        frozen noise (every step input but lr, t and the state)."""
+        return ("target",) + self.starts + tuple(f"radius.{p}" for p in self.params) + self.frozen
 
     @property
     def resolution(self) -> int:
@@ -188,6 +205,9 @@ def load_manifest(artifacts_dir, *, key: str | None = None, verify: bool = True)
     if not isinstance(raw, dict):
         raise PulseError(f"{str(path)!r} is corrupt: not a JSON object (got {type(raw).__name__}); re-export the artefacts")
     fmt = raw.get("format")
+    if fmt in OLD_FORMATS:
+        raise PulseError(f"{str(d)!r} holds artefacts of graph {OLD_FORMATS[fmt]}; this pulse-trt runs {FORMAT!r}: "
+                         "re-export them (`pulse-trt export`; cached first-use exports are redone automatically)")
     if fmt != FORMAT:
         raise PulseError(f"{str(path)!r} has format {fmt!r}; this pulse-trt reads {FORMAT!r} (re-export the artefacts)")
     check_schema(raw, path)
@@ -259,11 +279,14 @@ def _validate(m: Manifest, path: Path) -> None:
 
     ins, outs = m.step_inputs, m.step_outputs
     names = [s.name for s in m.state]
+    for name in m.params + m.trackers:
+        if name not in names:
+            raise bad(f"{name!r} is not in the state")
     for p in m.params:
-        if p not in names:
-            raise bad(f"optimised tensor {p!r} is not in the state")
         if f"radius.{p}" not in ins:
             raise bad(f"step graph has no input radius.{p}")
+        if f"start.{p}" not in ins or p not in ins or ins[f"start.{p}"].shape != ins[p].shape:
+            raise bad(f"step graph needs input start.{p} shaped like {p}")
     latent_shape = ("B", m.latent_rows, m.spec.latent_dim)
     for s in m.state:
         if s.name not in ins or s.next not in outs:
@@ -276,7 +299,8 @@ def _validate(m: Manifest, path: Path) -> None:
             raise bad(f"state {s.name!r} must be float32")
     if tuple(ins.get("latent", TensorInfo("", (), "")).shape) != latent_shape:
         raise bad(f"step input latent must be {list(latent_shape)}")
-    required = {"target": ("B", 3, m.lr_size, m.lr_size), "lr": (), "t": ()}
+    required = {"target": ("B", 3, m.lr_size, m.lr_size), "lr": ("B",), "t": ("B",), "best.loss": ("B",),
+                "min.L2": ("B",)}
     for name in m.frozen:
         required[name] = ("B", *m.spec.noise_shapes[int(name[5:])])
     for name, shape in required.items():
@@ -284,7 +308,7 @@ def _validate(m: Manifest, path: Path) -> None:
             raise bad(f"step graph has no input {name!r}")
         if tuple(ins[name].shape) != shape:
             raise bad(f"step input {name!r} has shape {list(ins[name].shape)}, expected {list(shape)}")
-    known = set(names) | set(required) | {f"radius.{p}" for p in m.params}
+    known = set(names) | set(required) | {f"radius.{p}" for p in m.params} | set(m.starts)
     extra = sorted(set(ins) - known)
     if extra:
         raise bad(f"step graph has unexpected inputs {extra}")

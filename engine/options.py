@@ -16,8 +16,9 @@ NOISE_TYPES = ("zero", "fixed", "trainable")
 OPTIMIZERS = ("adam", "sgd", "sgdm", "adamax")
 SCHEDULES = ("fixed", "linear1cycle", "linear1cycledrop")
 # Options that do not change the exported graphs (lr and t are graph inputs, starts are made on
-# the host by engine.state, duplicates are extra batch rows): a run may override them.
-RUNTIME_OPTIONS = ("steps", "seed", "duplicates", "learning_rate", "lr_schedule")
+# the host by engine.state, duplicates and restarts are extra starts, early stopping is the
+# scheduler's): a run may override them.
+RUNTIME_OPTIONS = ("steps", "seed", "duplicates", "learning_rate", "lr_schedule", "restarts", "early_stop")
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,12 @@ class PulseOptions:
     bad_noise_layers: dot-separated noise indices that are always zero ("" for none).
     opt_name:   adam | sgd | sgdm (momentum 0.9) | adamax.
     learning_rate, steps, lr_schedule: fixed | linear1cycle | linear1cycledrop.
-    duplicates: restarts per input (extra batch rows with their own starts); the best is kept.
+    duplicates: starts per input, always run (each with its own seeded start); the best is kept.
     seed:       seeds every start; 0 is a seed like any other.
+    restarts:   up to this many extra starts per input, each run only after the previous starts
+                missed eps (not in PULSE: the engine's scheduler; start k is seeded as duplicate k).
+    early_stop: a start ends as soon as its L2 is within eps (not in PULSE, which keeps improving
+                GEOCROSS to the last step; the engine's scheduler checks every sync_every steps).
     """
 
     loss_str: str = "100*L2+0.05*GEOCROSS"
@@ -48,6 +53,8 @@ class PulseOptions:
     lr_schedule: str = "linear1cycledrop"
     duplicates: int = 1
     seed: int = 0
+    restarts: int = 0
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
         parse_loss(self.loss_str)
@@ -67,8 +74,12 @@ class PulseOptions:
         v = self.num_trainable_noise_layers
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise PulseError(f"num_trainable_noise_layers must be an integer >= 0, got {v!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise PulseError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("seed", "restarts"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise PulseError(f"{name} must be an integer >= 0, got {v!r}")
+        if not isinstance(self.early_stop, bool):
+            raise PulseError(f"early_stop must be True or False, got {self.early_stop!r}")
 
     @property
     def loss_weights(self) -> dict[str, float]:

@@ -1,21 +1,30 @@
-"""What every backend runner shares: the interface the search loop drives, and its checks.
+"""What every backend runner shares: the interface the scheduler drives, and its checks.
 
 A runner (after Polygraphy's) owns one backend's sessions and buffers for one artefact
 directory. Nothing heavy happens in __init__: sessions, engines and device memory are created in
-`activate()` and released in `deactivate()` (or by the `with` statement).
+`activate()` and released in `deactivate()` (or by the `with` statement). A runner knows tensors
+and rows, never requests: engine/scheduler.py decides which search runs in which row.
 
-The loop drives a runner through a search chunk of B rows:
-  1. load(feeds)          every step input but lr and t ([B, ...] float32, checked by name,
-                          dtype and shape): target, state (optimised tensors and moments),
-                          radii, frozen noise. Backends copy them into their own buffers once.
-  2. step(lr, t)          one iteration; returns the four loss terms {L2, L1, GEOCROSS, TOTAL}
-                          [B] float32 of the state *before* the update (the only per-step
-                          transfer to the host); the state advances inside the runner
-                          (ping-pong: the step's `next.X` outputs become the next step's X).
-  3. keep(rows)           rows [B] bool: copy those rows of the optimised tensors' *input* state
-                          of the last step aside (their best iterate so far).
-  4. best()               {param: [B, ...]} host copies of the kept states.
-  5. render(feeds)        latent + non-zero noise [B, ...] -> {image, lr_image} on the host.
+The scheduler drives a runner with `slots` rows (graph contract 2, docs/artifacts.md):
+  1. open(slots, ring)    allocate every buffer for `slots` rows, zeroed: the per-row inputs, the
+                          state twice (ping-pong: the step reads set A and writes `next.X` into set
+                          B, then the other way round, so a step moves no state), and rings of
+                          `ring` steps for lr, t and the four loss vectors.
+  2. write_rows(rows, f)  the per-row inputs of searches starting in slots `rows`
+                          (manifest.row_inputs: target, start.X, radius.X, frozen noise;
+                          [len(rows), ...] float32, checked by name, dtype and shape); other rows
+                          are not touched. The state is never written by the host: a row whose t is
+                          1 starts from start.X inside the step.
+  3. run(n, lr, t)        k = len(lr) steps over rows [0, n) (lr, t [k, n] float32; t = 0: the row
+                          does not move); returns {L2, L1, GEOCROSS, TOTAL} [k, n] float32, the
+                          terms of the state before each update. The only transfers are the lr / t
+                          rings in and the loss ring out: one host synchronisation per call.
+  4. move_row(src, dst)   (when can_move_rows) copy every per-row buffer of slot src to slot dst,
+                          so the rows in use stay a prefix [0, n) as searches finish.
+  5. render_best(rows)    the best iterate of those rows (best.X, kept by the step) -> {image
+                          [m, 3, R, R], lr_image [m, 3, lr, lr]} on the host.
+Counters: `steps_run` (step-graph calls), `syncs` (run() calls: host round trips), `step_seconds`
+(wall time inside run()).
 """
 from __future__ import annotations
 
@@ -43,49 +52,52 @@ class Buffer:
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row (the first dimension): the unit of row writes and moves."""
+        return self.nbytes // self.shape[0]
+
 
 @dataclass(frozen=True)
 class BufferPlan:
-    """Every buffer of a B-row step, as a device backend lays it out.
+    """Every buffer of a `slots`-row step with a ring of `ring` steps, as a backend lays it out.
 
-    constants: step inputs written once per chunk (target, radii, frozen noise).
-    state:     (input X, output next.X) pairs; two buffers each (ping-pong sets A and B).
-    scalars:   lr, t (written every step).
-    losses:    the four [B] loss outputs (read back every step).
-    best:      one buffer per optimised tensor, for the best iterate.
+    rows:   per-row inputs written when a search starts in a slot (target, start.X, radius.X,
+            frozen noise), [slots, ...].
+    state:  (input X, output next.X) pairs, [slots, ...]; two buffers each (ping-pong sets).
+    rings:  lr and t, [ring, slots]: row j feeds step j of a run.
+    losses: the four loss outputs, one ring [ring, 4, slots] (term order of LOSS_OUTPUTS).
     """
 
-    batch: int
-    constants: tuple[Buffer, ...]
+    slots: int
+    ring: int
+    rows: tuple[Buffer, ...]
     state: tuple[tuple[Buffer, str], ...]
-    scalars: tuple[Buffer, ...]
-    losses: tuple[Buffer, ...]
-    best: tuple[Buffer, ...]
+    rings: tuple[Buffer, ...]
+    losses: Buffer
 
     @property
     def nbytes(self) -> int:
         """Device bytes of the whole plan (state counted twice: ping-pong)."""
-        return (sum(b.nbytes for b in self.constants) + 2 * sum(b.nbytes for b, _ in self.state)
-                + sum(b.nbytes for b in self.scalars) + sum(b.nbytes for b in self.losses)
-                + sum(b.nbytes for b in self.best))
+        return (sum(b.nbytes for b in self.rows) + 2 * sum(b.nbytes for b, _ in self.state)
+                + sum(b.nbytes for b in self.rings) + self.losses.nbytes)
 
 
-def plan_buffers(manifest: Manifest, batch: int) -> BufferPlan:
-    """Lay out the device buffers of a `batch`-row step from the manifest alone (no GPU)."""
-    if not isinstance(batch, int) or batch < 1:
-        raise PulseError(f"batch must be an integer >= 1, got {batch!r}")
-    ins, outs = manifest.step_inputs, manifest.step_outputs
-    state_names = {s.name for s in manifest.state}
+def plan_buffers(manifest: Manifest, slots: int, ring: int = 1) -> BufferPlan:
+    """Lay out the buffers of a `slots`-row step with a `ring`-step ring from the manifest alone."""
+    for name, v in (("slots", slots), ("ring", ring)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise PulseError(f"{name} must be an integer >= 1, got {v!r}")
+    ins = manifest.step_inputs
 
-    def buf(t, name=None) -> Buffer:
-        return Buffer(name or t.name, t.concrete(batch), _NP[t.dtype])
+    def buf(t) -> Buffer:
+        return Buffer(t.name, t.concrete(slots), _NP[t.dtype])
 
-    constants = tuple(buf(t) for name, t in ins.items() if name not in state_names and name not in ("lr", "t"))
+    rows = tuple(buf(ins[name]) for name in manifest.row_inputs)
     state = tuple((buf(ins[s.name]), s.next) for s in manifest.state)
-    scalars = (buf(ins["lr"]), buf(ins["t"]))
-    losses = tuple(buf(outs[name]) for name in LOSS_OUTPUTS)
-    best = tuple(buf(ins[p]) for p in manifest.params)
-    return BufferPlan(batch=batch, constants=constants, state=state, scalars=scalars, losses=losses, best=best)
+    rings = tuple(Buffer(name, (ring, slots), np.float32) for name in ("lr", "t"))
+    losses = Buffer("losses", (ring, len(LOSS_OUTPUTS), slots), np.float32)
+    return BufferPlan(slots=slots, ring=ring, rows=rows, state=state, rings=rings, losses=losses)
 
 
 def check_feeds(feeds: dict, expected: dict, batch: int | None, what: str) -> int:
@@ -108,23 +120,27 @@ def check_feeds(feeds: dict, expected: dict, batch: int | None, what: str) -> in
         a = feeds[name]
         want = info.concrete(batch if batch is not None else -1)
         if a.shape != want or (batch is not None and batch < 1):
-            shown = [d if batch is None and d == -1 else d for d in want]
             raise PulseError(f"{what}: input {name!r} has shape {list(a.shape)}, expected "
-                             f"{[('B' if d == -1 else d) for d in shown]}")
+                             f"{[('B' if d == -1 else d) for d in want]}")
     return batch
 
 
 class Runner:
-    """Base of the backend runners: activation bookkeeping, checks, timing. Subclasses set
-    `name` and implement _activate, _deactivate, load, step, keep, best, render."""
+    """Base of the backend runners: activation bookkeeping, checks, counters. Subclasses set
+    `name` and implement _activate, _deactivate, _open, _write_rows, _run, render_best (and
+    _move_row where can_move_rows)."""
 
     name = "runner"
+    can_move_rows = False
 
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
         self.is_active = False
-        self.batch: int | None = None
-        self.step_seconds = 0.0  # wall time inside step() since the last load()
+        self.slots: int | None = None
+        self.ring: int | None = None
+        self.steps_run = 0  # step-graph calls since open()
+        self.syncs = 0  # run() calls since open(): host round trips
+        self.step_seconds = 0.0  # wall time inside run() since open()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def activate(self) -> "Runner":
@@ -140,7 +156,7 @@ class Runner:
                 self._deactivate()
             finally:
                 self.is_active = False
-                self.batch = None
+                self.slots = self.ring = None
 
     def __enter__(self) -> "Runner":
         return self.activate()
@@ -152,30 +168,72 @@ class Runner:
         if not self.is_active:
             raise PulseError(f"{self.name} runner is not active: use `with runner:` or runner.activate()")
 
-    def _require_loaded(self) -> None:
+    def _require_open(self) -> None:
         self._require_active()
-        if self.batch is None:
-            raise PulseError(f"{self.name} runner has no state: call load(feeds) first")
+        if self.slots is None:
+            raise PulseError(f"{self.name} runner has no slots: call open(slots) first")
 
-    # -- shared checks ----------------------------------------------------------------------------
-    def _check_load(self, feeds: dict) -> int:
-        expected = {k: v for k, v in self.manifest.step_inputs.items() if k not in ("lr", "t")}
-        return check_feeds(feeds, expected, None, f"{self.name} step")
+    # -- the interface ----------------------------------------------------------------------------
+    def open(self, slots: int, ring: int = 1) -> None:
+        """Allocate (zeroed) buffers for `slots` rows and a ring of `ring` steps."""
+        self._require_active()
+        plan = plan_buffers(self.manifest, slots, ring)
+        self._open(plan)
+        self.slots, self.ring = slots, ring
+        self.steps_run = self.syncs = 0
+        self.step_seconds = 0.0
+
+    def write_rows(self, rows, feeds: dict) -> None:
+        """Write the per-row inputs (manifest.row_inputs) of slots `rows` ([len(rows), ...] each)."""
+        self._require_open()
+        rows = self._check_rows(rows)
+        expected = {k: self.manifest.step_inputs[k] for k in self.manifest.row_inputs}
+        check_feeds(feeds, expected, len(rows), f"{self.name} rows")
+        self._write_rows(rows, feeds)
+
+    def run(self, n: int, lr, t) -> dict:
+        """len(lr) steps over rows [0, n): lr, t [k, n] (k <= ring) -> {term: [k, n]} float32."""
+        self._require_open()
+        lr, t = np.ascontiguousarray(lr, np.float32), np.ascontiguousarray(t, np.float32)
+        if not isinstance(n, (int, np.integer)) or not 1 <= n <= self.slots:
+            raise PulseError(f"{self.name} run: n must be in 1..{self.slots}, got {n!r}")
+        if lr.ndim != 2 or lr.shape != t.shape or lr.shape[1] != n or not 1 <= lr.shape[0] <= self.ring:
+            raise PulseError(f"{self.name} run: lr and t must be [k, {n}] with 1 <= k <= {self.ring}, "
+                             f"got {list(lr.shape)} and {list(t.shape)}")
+        t0 = time.perf_counter()
+        out = self._run(int(n), lr, t)
+        self.step_seconds += time.perf_counter() - t0
+        self.steps_run += lr.shape[0]
+        self.syncs += 1
+        return out
+
+    def move_row(self, src: int, dst: int) -> None:
+        """Copy every per-row buffer (per-row inputs and the current state) of slot src to dst."""
+        self._require_open()
+        if not self.can_move_rows:
+            raise PulseError(f"{self.name} runner cannot move rows")
+        src, dst = self._check_rows([src, dst])
+        if src != dst:
+            self._move_row(src, dst)
+
+    def render_best(self, rows) -> dict:
+        """{image [m, 3, R, R], lr_image [m, 3, lr, lr]} of the best iterates of slots `rows`."""
+        raise NotImplementedError
+
+    def _check_rows(self, rows) -> list[int]:
+        rows = [int(r) for r in rows]
+        if not rows or any(not 0 <= r < self.slots for r in rows):
+            raise PulseError(f"{self.name}: rows must be slot indices in 0..{self.slots - 1}, got {rows}")
+        return rows
 
     def _check_render(self, feeds: dict) -> int:
         return check_feeds(feeds, self.manifest.render_inputs, None, f"{self.name} render")
 
-    def _timed_step(self, lr: float, t: int) -> dict:
-        self._require_loaded()
-        t0 = time.perf_counter()
-        out = self._step(lr, t)
-        self.step_seconds += time.perf_counter() - t0
-        return out
-
-    def step(self, lr: float, t: int) -> dict:
-        """One PULSE iteration at learning rate `lr`, optimiser count `t` (1-based); returns
-        {L2, L1, GEOCROSS, TOTAL}: [B] float32 of the state before the update."""
-        return self._timed_step(lr, t)
+    def render_feeds(self, best: dict, rows_inputs: dict) -> dict:
+        """Render inputs from best {param: [m, ...]} and per-row inputs (frozen noise)."""
+        return {name: np.ascontiguousarray(best[f"best.{name}"] if f"best.{name}" in best else rows_inputs[name],
+                                           np.float32)
+                for name in self.manifest.render_inputs}
 
     # -- to implement -----------------------------------------------------------------------------
     def _activate(self) -> None:
@@ -184,17 +242,14 @@ class Runner:
     def _deactivate(self) -> None:
         raise NotImplementedError
 
-    def load(self, feeds: dict) -> None:
+    def _open(self, plan: BufferPlan) -> None:
         raise NotImplementedError
 
-    def _step(self, lr: float, t: int) -> dict:
+    def _write_rows(self, rows: list[int], feeds: dict) -> None:
         raise NotImplementedError
 
-    def keep(self, rows: np.ndarray) -> None:
+    def _run(self, n: int, lr: np.ndarray, t: np.ndarray) -> dict:
         raise NotImplementedError
 
-    def best(self) -> dict:
-        raise NotImplementedError
-
-    def render(self, feeds: dict) -> dict:
+    def _move_row(self, src: int, dst: int) -> None:
         raise NotImplementedError

@@ -1,18 +1,24 @@
 """ONNX Runtime runners: CPU (the default on every machine) and CUDA (state stays on the GPU).
 
-Both bind every step input and output once per chunk with IO binding and ping-pong two state
-sets: binding A->B reads the state from set A and writes `next.X` into set B, binding B->A the
-other way round, so a step moves no state at all; only lr and t (4 bytes each) go in and the
-four [B] loss vectors come out.
+Both bind every step input and output by pointer with IO binding (engine/runner.py's interface):
+the state ping-pongs between two sets (binding A->B reads set A and writes `next.X` into set B),
+so a step moves no state at all, and the best iterate is kept by the step itself. A binding is
+made per (rows in use n, direction, ring position j) on first use and kept: step j of a run reads
+lr / t from row j of the [ring, slots] rings and writes the four loss vectors into row j of the
+[ring, 4, slots] loss ring, so a run of k steps needs no transfer between its steps.
 
-- CPU: the buffers are numpy arrays bound by pointer (ORT reads and writes them in place); the
-  best iterate is a numpy row copy. Sessions use every core for intra-op work (inter-op 1,
-  sequential: the step graph is one chain), graph optimisation level ALL.
-- CUDA: the buffers are OrtValues in device memory; lr and t live on the device too (CUDA
-  graphs need every input at a fixed device address); with `cuda_graph=True` ORT captures each
-  direction as its own CUDA graph (run option gpu_graph_id) and replays it. The best iterate is
-  kept with device-to-device row copies when cuda-python is installed, else with host copies
-  of the improved rows (a few KB per row).
+- CPU: the buffers are numpy arrays (ORT reads and writes them in place); per-row writes and row
+  moves are numpy row copies. Sessions use every core for intra-op work (inter-op 1, sequential:
+  the step graph is one chain), graph optimisation level ALL.
+- CUDA: the buffers are OrtValues in device memory (rows bound by device pointer). Per-row
+  inputs are kept in host mirrors and uploaded whole (OrtValue.update_inplace) before a run that
+  follows a write: the state itself never crosses the bus (a row starts over inside the step when
+  its t is 1). Within a run every step but the last skips ORT's end-of-run stream
+  synchronisation (run option disable_synchronize_execution_providers); the last synchronises
+  and the loss ring comes back in one copy. With `cuda_graph=True` each binding is captured as
+  its own CUDA graph (run option gpu_graph_id) and replayed. Rows are not moved on CUDA (ORT's
+  Python API has no device-to-device row copy): the scheduler then shrinks the rows in use from
+  the top only.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import numpy as np
 
 from .errors import PulseError
 from .manifest import LOSS_OUTPUTS, Manifest
-from .runner import TERMS, Runner
+from .runner import TERMS, Runner, check_feeds
 
 
 def _ort():
@@ -48,6 +54,14 @@ def ort_memory_error(e: BaseException, what: str | None = None) -> MemoryError |
     asked = re.search(r"requested bytes of (\d+)", text)
     size = f"{int(asked.group(1))} bytes" if asked else "memory"
     return MemoryError(f"ONNX Runtime could not allocate {size}" + (f" while {what}" if what else ""))
+
+
+def _raise_oom_or(e: BaseException, what: str):
+    """Re-raise ONNX Runtime's exception `e` as a MemoryError when it is an allocation failure."""
+    oom = ort_memory_error(e, what)
+    if oom is not None:
+        raise oom from None
+    raise e
 
 
 def session_options(threads: int | None = None, profile: str | None = None):
@@ -94,7 +108,7 @@ class OrtRunner(Runner):
         manifest:   engine.manifest.Manifest of the artefact directory.
         device:     "cpu" (CPUExecutionProvider) or "cuda" (CUDAExecutionProvider, device 0).
         threads:    intra-op threads (default: os.cpu_count()).
-        cuda_graph: with device="cuda", capture and replay the step as a CUDA graph.
+        cuda_graph: with device="cuda", capture and replay each step binding as a CUDA graph.
         device_id:  CUDA device.
     """
 
@@ -105,9 +119,11 @@ class OrtRunner(Runner):
             raise PulseError(f"OrtRunner device must be 'cpu' or 'cuda', got {device!r}")
         self.device = device
         self.name = "ort" if device == "cpu" else "ort-cuda"
+        self.can_move_rows = device == "cpu"
         self.threads = threads
         self.cuda_graph = bool(cuda_graph)
         self.device_id = int(device_id)
+        self.memory = ("cpu", 0) if device == "cpu" else ("cuda", self.device_id)  # where bound buffers live
         self.profile = profile
         self._step_sess = self._render_sess = None
 
@@ -137,7 +153,7 @@ class OrtRunner(Runner):
             if oom is not None:
                 raise oom from None
             raise PulseError(f"cannot load the ONNX graphs of {str(self.manifest.dir)!r}: {str(e).splitlines()[0]}") from None
-        self._graph_ids: dict[int, int] = {}
+        self._graph_ids: dict = {}
         check_session_io(self._step_sess, self.manifest.step_inputs, self.manifest.step_outputs, "step")
         check_session_io(self._render_sess, self.manifest.render_inputs, self.manifest.render_outputs, "render")
 
@@ -145,147 +161,164 @@ class OrtRunner(Runner):
         if self.profile and self._step_sess is not None:
             self.profile_file = self._step_sess.end_profiling()
         self._step_sess = self._render_sess = None
-        self._bindings = self._sets = self._best = self._consts = None
+        self._bindings = self._sets = self._rows = self._mirror = None
 
     # -- buffers ----------------------------------------------------------------------------------
-    def _alloc(self, shape) -> object:
+    def _zeros(self, shape) -> object:
         if self.device == "cpu":
-            return np.empty(shape, np.float32)
-        ort = _ort()
-        return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, "cuda", self.device_id)
+            return np.zeros(shape, np.float32)
+        return _ort().OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32), "cuda", self.device_id)
 
-    def _upload(self, a: np.ndarray):
-        a = np.ascontiguousarray(a, np.float32)
-        if self.device == "cpu":
-            return a.copy()
-        return _ort().OrtValue.ortvalue_from_numpy(a, "cuda", self.device_id)
+    def _ptr(self, buf) -> int:
+        return buf.ctypes.data if self.device == "cpu" else buf.data_ptr()
 
-    def _bind_in(self, binding, name: str, buf) -> None:
-        if self.device == "cpu":
-            binding.bind_input(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
-        else:
-            binding.bind_ortvalue_input(name, buf)
+    def _bind(self, binding, output: bool, name: str, buf, shape, offset: int = 0) -> None:
+        """Bind `name` to `shape` float32 values at byte `offset` of buffer `buf` (by pointer)."""
+        bind = binding.bind_output if output else binding.bind_input
+        bind(name, *self.memory, np.float32, list(shape), self._ptr(buf) + offset)
 
-    def _bind_out(self, binding, name: str, buf) -> None:
-        if self.device == "cpu":
-            binding.bind_output(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
-        else:
-            binding.bind_ortvalue_output(name, buf)
-
-    def load(self, feeds: dict) -> None:
-        """Copy a chunk's step inputs (all but lr, t) into the bound buffers: constants once,
-        state into set A, set B allocated; two bindings A->B and B->A."""
-        self._require_active()
-        batch = self._check_load(feeds)
-        m = self.manifest
-        state_names = [s.name for s in m.state]
-        # Bound by pointer: every buffer must live on self as long as the bindings do.
-        self._consts = consts = {k: self._upload(v) for k, v in feeds.items() if k not in state_names}
-        set_a = {k: self._upload(feeds[k]) for k in state_names}
-        set_b = {k: self._alloc(feeds[k].shape) for k in state_names}
-        if self.device == "cpu":
-            self._scalars = {"lr": np.zeros((), np.float32), "t": np.zeros((), np.float32)}
-        else:
-            self._scalars = {k: self._upload(np.zeros((), np.float32)) for k in ("lr", "t")}
-        self._losses = [{name: self._alloc((batch,)) for name in LOSS_OUTPUTS} for _ in range(2)]
-        self._sets = (set_a, set_b)
-        self._bindings = []
-        for d in range(2):
-            src, dst = self._sets[d], self._sets[1 - d]
-            b = self._step_sess.io_binding()
-            for k, v in consts.items():
-                self._bind_in(b, k, v)
-            for k, v in self._scalars.items():
-                self._bind_in(b, k, v)
-            for s in m.state:
-                self._bind_in(b, s.name, src[s.name])
-                self._bind_out(b, s.next, dst[s.name])
-            for name, v in self._losses[d].items():
-                self._bind_out(b, name, v)
-            self._bindings.append(b)
-        self._best = {p: np.array(feeds[p], np.float32, copy=True) for p in m.params}
+    def _open(self, plan) -> None:
+        self._plan = plan
+        # Bound by pointer: every buffer lives on self as long as the bindings do.
+        self._rows = {b.name: self._zeros(b.shape) for b in plan.rows}
+        self._sets = tuple({b.name: self._zeros(b.shape) for b, _ in plan.state} for _ in range(2))
+        self._rings = {b.name: self._zeros(b.shape) for b in plan.rings}
+        self._loss_ring = self._zeros(plan.losses.shape)
+        self._row_bytes = {b.name: b.row_bytes for b in plan.rows}
+        self._row_bytes.update({b.name: b.row_bytes for b, _ in plan.state})
+        self._shapes = {b.name: b.shape[1:] for b in plan.rows}
+        self._shapes.update({b.name: b.shape[1:] for b, _ in plan.state})
+        if self.device == "cuda":  # host mirrors of what the host writes; uploaded whole before a run
+            self._mirror = {b.name: np.zeros(b.shape, np.float32) for b in list(plan.rows) + list(plan.rings)}
+            self._dirty = set()
+        self._bindings, self._run_options = {}, {}
         self._cur = 0  # the set holding the state the next step reads
-        self._last_in = None  # the set the last step read
-        self._run_options = None
-        if self.device == "cuda" and self.cuda_graph:
-            ort = _ort()
-            self._run_options = []
-            for d in range(2):
-                key = (batch, d)
-                gid = self._graph_ids.setdefault(key, len(self._graph_ids) + 1)  # 0 means "no graph id" in ORT
-                ro = ort.RunOptions()
-                ro.add_run_config_entry("gpu_graph_id", str(gid))
-                self._run_options.append(ro)
-        self.batch = batch
-        self.step_seconds = 0.0
 
-    # -- per step ---------------------------------------------------------------------------------
-    def _step(self, lr: float, t: int) -> dict:
-        d = self._cur
+    def _binding(self, n: int, d: int, j: int):
+        """IO binding of step j of a run over rows [0, n) reading state set d (made once)."""
+        key = (n, d, j)
+        b = self._bindings.get(key)
+        if b is not None:
+            return b
+        slots, f4 = self.slots, 4
+        b = self._step_sess.io_binding()
+        for name, buf in self._rows.items():
+            self._bind(b, False, name, buf, (n, *self._shapes[name]))
+        for name in ("lr", "t"):
+            self._bind(b, False, name, self._rings[name], (n,), j * slots * f4)
+        src, dst = self._sets[d], self._sets[1 - d]
+        for s in self.manifest.state:
+            self._bind(b, False, s.name, src[s.name], (n, *self._shapes[s.name]))
+            self._bind(b, True, s.next, dst[s.name], (n, *self._shapes[s.name]))
+        for i, name in enumerate(LOSS_OUTPUTS):
+            self._bind(b, True, name, self._loss_ring, (n,), (j * len(LOSS_OUTPUTS) + i) * slots * f4)
+        self._bindings[key] = b
+        return b
+
+    def _options(self, n: int, d: int, j: int, last: bool):
+        """RunOptions of a CUDA step: its own CUDA graph id; no stream sync unless it is the last."""
+        key = (n, d, j, last)
+        ro = self._run_options.get(key)
+        if ro is None:
+            ro = _ort().RunOptions()
+            if not last:
+                ro.add_run_config_entry("disable_synchronize_execution_providers", "1")
+            if self.cuda_graph:
+                gid = self._graph_ids.setdefault((self.slots, n, d, j), len(self._graph_ids) + 1)  # 0: no id
+                ro.add_run_config_entry("gpu_graph_id", str(gid))
+            self._run_options[key] = ro
+        return ro
+
+    # -- per row, per run -------------------------------------------------------------------------
+    def _write_rows(self, rows: list[int], feeds: dict) -> None:
+        for name, a in feeds.items():
+            if self.device == "cpu":
+                self._rows[name][rows] = a
+            else:
+                self._mirror[name][rows] = a
+                self._dirty.add(name)
+
+    def _upload(self, names) -> None:
+        for name in names:
+            buf = self._rows[name] if name in self._rows else self._rings[name]
+            buf.update_inplace(self._mirror[name])  # H2D, whole buffer
+
+    def _run(self, n: int, lr: np.ndarray, t: np.ndarray) -> dict:
+        k = lr.shape[0]
         if self.device == "cpu":
-            self._scalars["lr"][...] = lr
-            self._scalars["t"][...] = t
+            self._rings["lr"][:k, :n] = lr
+            self._rings["t"][:k, :n] = t
         else:
-            self._scalars["lr"].update_inplace(np.asarray(lr, np.float32))
-            self._scalars["t"].update_inplace(np.asarray(t, np.float32))
-        ro = self._run_options[d] if self._run_options else None
-        try:
-            self._step_sess.run_with_iobinding(self._bindings[d], ro)
-        except Exception as e:  # noqa: BLE001  ORT's exception types; an allocation failure is not a bug
-            oom = ort_memory_error(e, f"running the step graph at batch {self.batch}")
-            if oom is not None:
-                raise oom from None
-            raise
-        losses = self._losses[d]
-        if self.device == "cpu":
-            out = {term: losses[name].copy() for term, name in zip(TERMS, LOSS_OUTPUTS)}
-        else:
-            out = {term: losses[name].numpy() for term, name in zip(TERMS, LOSS_OUTPUTS)}  # [B] D2H
-        self._last_in, self._cur = d, 1 - d
+            self._mirror["lr"][:k, :n] = lr
+            self._mirror["t"][:k, :n] = t
+            self._upload(sorted(self._dirty) + ["lr", "t"])
+            self._dirty = set()
+        for j in range(k):
+            d = self._cur
+            ro = self._options(n, d, j, j == k - 1) if self.device == "cuda" else None
+            try:
+                self._step_sess.run_with_iobinding(self._binding(n, d, j), ro)
+            except Exception as e:  # noqa: BLE001  ORT's exception types; an allocation failure is not a bug
+                _raise_oom_or(e, f"running the step graph on {n} rows")
+            self._cur = 1 - d
+        ring = self._loss_ring if self.device == "cpu" else self._loss_ring.numpy()  # one D2H on CUDA
+        return {term: np.array(ring[:k, i, :n]) for i, term in enumerate(TERMS)}
+
+    def _move_row(self, src: int, dst: int) -> None:
+        for buf in list(self._rows.values()) + list(self._sets[self._cur].values()):
+            buf[dst] = buf[src]
+
+    def read_rows(self, names, rows=None) -> dict:
+        """Host copies of per-row inputs or current state tensors (tests, replays): {name: [m, ...]}."""
+        self._require_open()
+        rows = list(range(self.slots)) if rows is None else self._check_rows(rows)
+        out = {}
+        for name in names:
+            if name in self._rows:
+                buf = self._rows[name] if self.device == "cpu" else self._mirror[name]
+            else:
+                buf = self._sets[self._cur][name]
+                buf = buf if self.device == "cpu" else buf.numpy()
+            out[name] = np.array(buf[rows])
         return out
 
-    def keep(self, rows: np.ndarray) -> None:
-        """Copy rows [B] bool of the optimised tensors' input state of the last step aside."""
-        self._require_loaded()
-        rows = np.asarray(rows, bool)
-        if self._last_in is None or not rows.any():
-            return
-        src = self._sets[self._last_in]
-        for p, best in self._best.items():
-            if self.device == "cpu":
-                best[rows] = src[p][rows]
-            else:
-                best[rows] = src[p].numpy()[rows]  # D2H of one state tensor: small (a few KB a row)
-
-    def best(self) -> dict:
-        self._require_loaded()
-        return {p: v.copy() for p, v in self._best.items()}
-
-    def current(self) -> dict:
-        """Host copy of the whole state the next step will read (tests, replays)."""
-        self._require_loaded()
-        src = self._sets[self._cur]
-        return {k: (v.copy() if self.device == "cpu" else v.numpy()) for k, v in src.items()}
-
-    def render(self, feeds: dict) -> dict:
-        """{latent, noise{i} non-zero} [B, ...] -> {image [B, 3, R, R], lr_image [B, 3, lr, lr]}."""
-        self._require_active()
-        self._check_render(feeds)
+    def render_best(self, rows) -> dict:
+        """Render the best iterates of slots `rows`: {image [m, 3, R, R], lr_image [m, 3, lr, lr]}.
+        CPU: the rows are gathered into one call. CUDA: one call per row, its inputs bound by
+        device pointer to the row of best.X (no state crosses the bus; the image comes back)."""
+        self._require_open()
+        rows = self._check_rows(rows)
         names = list(self.manifest.render_outputs)
-        try:
-            outs = self._render_sess.run(names, feeds)
-        except Exception as e:  # noqa: BLE001
-            oom = ort_memory_error(e, "rendering")
-            if oom is not None:
-                raise oom from None
-            raise
-        return dict(zip(names, outs))
+        if self.device == "cpu":
+            cur = self._sets[self._cur]
+            feeds = {name: np.ascontiguousarray(cur[f"best.{name}"][rows] if f"best.{name}" in cur
+                                                else self._rows[name][rows])
+                     for name in self.manifest.render_inputs}
+            try:
+                return dict(zip(names, self._render_sess.run(names, feeds)))
+            except Exception as e:  # noqa: BLE001
+                _raise_oom_or(e, "rendering")
+        outs = {name: [] for name in names}
+        for r in rows:
+            b = self._render_sess.io_binding()
+            for name in self.manifest.render_inputs:
+                key = f"best.{name}"
+                buf = self._sets[self._cur][key] if key in self._sets[self._cur] else self._rows[name]
+                rb = self._row_bytes[key if key in self._sets[self._cur] else name]
+                self._bind(b, False, name, buf, (1, *self._shapes[name]), r * rb)
+            for name in names:
+                b.bind_output(name, "cpu")
+            try:
+                self._render_sess.run_with_iobinding(b)
+            except Exception as e:  # noqa: BLE001
+                _raise_oom_or(e, "rendering")
+            for name, v in zip(names, b.copy_outputs_to_cpu()):
+                outs[name].append(v)
+        return {name: np.concatenate(v) for name, v in outs.items()}
 
     def run_step(self, feeds: dict) -> dict:
         """Stateless step for checks: every step input -> every step output (host arrays)."""
         self._require_active()
-        from .runner import check_feeds  # noqa: PLC0415
-
         check_feeds(feeds, self.manifest.step_inputs, None, f"{self.name} step")
         names = list(self.manifest.step_outputs)
         return dict(zip(names, self._step_sess.run(names, feeds)))

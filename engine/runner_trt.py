@@ -7,19 +7,22 @@ older `cuda.cudart`) are imported in activate(), never at module import, so this
 The engines come from the export stage's builder (export/trt_build.py); this runner only
 deserializes them: by default DIR/step.engine and DIR/render.engine beside the ONNX graphs.
 
-Per chunk of B rows (engine/runner.py's interface):
-  1. Allocate every buffer of plan_buffers(manifest, B) with cudaMalloc, zero it; state twice
-     (ping-pong sets A and B).
-  2. For direction d in (A->B, B->A): set every tensor address of the step context, run once
-     (TensorRT's deferred setup happens on the first enqueue), then capture one enqueue into a
-     CUDA graph (cudaStreamBeginCapture / execute_async_v3 / cudaStreamEndCapture) and
-     instantiate it. Capture happens on zeroed buffers *before* the start state is uploaded,
-     so the warm-up runs clobber nothing.
-  3. Upload target, radii, frozen noise and the start state (set A); moments stay zero.
-  4. step(lr, t): copy lr and t in (8 bytes), cudaGraphLaunch the graph of the current
-     direction (or execute_async_v3 without graphs), copy the four [B] loss vectors out,
-     synchronise. keep(rows): device-to-device copies of the improved rows (rows are contiguous
-     in [B, ...] layout) from the set the step read into the best buffers.
+engine/runner.py's interface, for `slots` rows and a ring of `ring` steps:
+  1. open: cudaMalloc every buffer of plan_buffers(manifest, slots, ring), zeroed: per-row inputs,
+     the state twice (ping-pong sets), the lr / t rings [ring, slots], the loss ring
+     [ring, 4, slots].
+  2. write_rows: one host-to-device copy per row and input (rows are contiguous in [B, ...]).
+     move_row: device-to-device copies of one row of every per-row input and current-state buffer.
+  3. run(n, lr, t): the first time n rows run, for both directions d and every ring position j:
+     set the input shapes (batch n) and every tensor address (state from set d into set 1 - d,
+     lr / t from ring row j, losses into loss-ring row j), enqueue once with t = 0 (TensorRT's
+     deferred setup happens on the first enqueue; t = 0 rows do not move, so this changes no
+     search), then capture one enqueue into a CUDA graph (cudaStreamBeginCapture /
+     execute_async_v3 / cudaStreamEndCapture) and instantiate it. Then per run: copy the lr / t
+     rings in, launch the k graphs back to back on one stream, copy the loss ring out,
+     synchronise once. Without graphs: the same addresses are set before each enqueue.
+  4. render_best: per row, the render engine's inputs point at the row of best.X in the current
+     set (and of the frozen noise); only the image comes back.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import numpy as np
 
 from .errors import PulseError
 from .manifest import LOSS_OUTPUTS, Manifest
-from .runner import TERMS, BufferPlan, Runner, plan_buffers
+from .runner import TERMS, BufferPlan, Runner
 
 
 def import_cudart():
@@ -63,22 +66,6 @@ def _check(result):
     return values[0] if len(values) == 1 else (tuple(values) if values else None)
 
 
-def row_runs(rows: np.ndarray) -> list[tuple[int, int]]:
-    """Contiguous runs (start, count) of True in rows [B] bool: one memcpy per run."""
-    rows = np.asarray(rows, bool)
-    runs, b = [], 0
-    while b < len(rows):
-        if rows[b]:
-            e = b
-            while e < len(rows) and rows[e]:
-                e += 1
-            runs.append((b, e - b))
-            b = e
-        else:
-            b += 1
-    return runs
-
-
 class TrtRunner(Runner):
     """PULSE step and render engines on TensorRT.
 
@@ -86,10 +73,11 @@ class TrtRunner(Runner):
         manifest:      engine.manifest.Manifest.
         step_engine:   serialized step engine (default manifest.dir / "step.engine").
         render_engine: serialized render engine (default manifest.dir / "render.engine").
-        cuda_graph:    capture the step (per ping-pong direction) as a CUDA graph.
+        cuda_graph:    capture each step binding (rows in use, direction, ring position) as a CUDA graph.
     """
 
     name = "tensorrt"
+    can_move_rows = True
 
     def __init__(self, manifest: Manifest, *, step_engine=None, render_engine=None, cuda_graph: bool = True):
         super().__init__(manifest)
@@ -98,7 +86,7 @@ class TrtRunner(Runner):
         self.cuda_graph = bool(cuda_graph)
         self._trt = self._cudart = None
         self._ptrs: list = []
-        self._graphs: list = []
+        self._graphs: dict = {}
         self._keepalive: list = []
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -137,7 +125,7 @@ class TrtRunner(Runner):
                 raise PulseError(f"TensorRT {what} engine: input {name!r} is not float32")
 
     def _deactivate(self) -> None:
-        self._free_chunk()
+        self._free()
         if self._cudart is not None and getattr(self, "_stream", None) is not None:
             self._cudart.cudaStreamDestroy(self._stream)
         self._stream = self._step_ctx = self._render_ctx = None
@@ -151,166 +139,163 @@ class TrtRunner(Runner):
         _check(cudart.cudaMemsetAsync(ptr, 0, max(int(nbytes), 4), self._stream))
         return ptr
 
-    def _h2d(self, dst, a: np.ndarray) -> None:
+    def _h2d(self, dst, a: np.ndarray, nbytes: int | None = None) -> None:
         a = np.ascontiguousarray(a)
-        _check(self._cudart.cudaMemcpyAsync(dst, a.ctypes.data, a.nbytes,
+        _check(self._cudart.cudaMemcpyAsync(int(dst), a.ctypes.data, a.nbytes if nbytes is None else nbytes,
                                             self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
         self._keepalive.append(a)  # pageable source must live until the stream syncs
 
     def _d2h(self, a: np.ndarray, src) -> None:
-        _check(self._cudart.cudaMemcpyAsync(a.ctypes.data, src, a.nbytes,
+        _check(self._cudart.cudaMemcpyAsync(a.ctypes.data, int(src), a.nbytes,
                                             self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
+
+    def _d2d(self, dst, src, nbytes: int) -> None:
+        _check(self._cudart.cudaMemcpyAsync(int(dst), int(src), nbytes,
+                                            self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice, self._stream))
 
     def _sync(self) -> None:
         _check(self._cudart.cudaStreamSynchronize(self._stream))
         self._keepalive = []
 
-    def _free_chunk(self) -> None:
+    def _free(self) -> None:
         cudart = self._cudart
         if cudart is None:
             return
-        for graph, exec_ in self._graphs:
+        for graph, exec_ in self._graphs.values():
             cudart.cudaGraphExecDestroy(exec_)
             cudart.cudaGraphDestroy(graph)
-        self._graphs = []
+        self._graphs = {}
         for p in self._ptrs:
             cudart.cudaFree(p)
         self._ptrs = []
-        self.batch = None
 
-    def load(self, feeds: dict) -> None:
-        """Allocate a chunk's buffers, capture the two step directions, upload the start."""
-        self._require_active()
-        batch = self._check_load(feeds)
-        self._free_chunk()
+    def _open(self, plan: BufferPlan) -> None:
+        self._free()
         self._keepalive = []
-        plan: BufferPlan = plan_buffers(self.manifest, batch)
         self._plan = plan
-        self._const = {b.name: self._malloc(b.nbytes) for b in plan.constants}
-        self._scal = {b.name: self._malloc(b.nbytes) for b in plan.scalars}
-        self._loss = {b.name: self._malloc(b.nbytes) for b in plan.losses}
+        self._rows = {b.name: self._malloc(b.nbytes) for b in plan.rows}
         self._sets = tuple({b.name: self._malloc(b.nbytes) for b, _ in plan.state} for _ in range(2))
-        self._best = {b.name: self._malloc(b.nbytes) for b in plan.best}
-        self._row_bytes = {b.name: b.nbytes // batch for b in plan.best}
-        self._shapes = {b.name: b.shape for b in plan.best}
-        ctx = self._step_ctx
-        for name, info in self.manifest.step_inputs.items():
-            if not ctx.set_input_shape(name, info.concrete(batch)):
-                raise PulseError(f"TensorRT step engine rejects input {name!r} of shape {list(info.concrete(batch))} "
-                                 "(batch outside the engine's optimisation profile?)")
-        self._graphs = []
-        for d in range(2):
-            self._bind_direction(d)
-            if not ctx.execute_async_v3(self._stream_handle()):
-                raise PulseError("TensorRT step enqueue failed")
-            self._sync()
-            if self.cuda_graph:
-                self._graphs.append(self._capture())
-        # start state: set A, constants (after the warm-up runs, which wrote garbage into both sets)
-        for b, _ in plan.state:
-            _check(self._cudart.cudaMemsetAsync(self._sets[1][b.name], 0, b.nbytes, self._stream))
-            if b.name in self.manifest.params:
-                self._h2d(self._sets[0][b.name], feeds[b.name])
-                self._h2d(self._best[b.name], feeds[b.name])
-            else:
-                _check(self._cudart.cudaMemsetAsync(self._sets[0][b.name], 0, b.nbytes, self._stream))
-        for name, ptr in self._const.items():
-            self._h2d(ptr, feeds[name].astype(np.float32, copy=False))
+        self._rings = {b.name: self._malloc(b.nbytes) for b in plan.rings}
+        self._loss_ring = self._malloc(plan.losses.nbytes)
+        self._row_bytes = {b.name: b.row_bytes for b in list(plan.rows) + [b for b, _ in plan.state]}
+        self._shapes = {b.name: b.shape[1:] for b in list(plan.rows) + [b for b, _ in plan.state]}
+        self._host_rings = {b.name: np.zeros(b.shape, np.float32) for b in plan.rings}
+        self._host_losses = np.zeros(plan.losses.shape, np.float32)
+        r, lr = self.manifest.resolution, self.manifest.lr_size
+        self._render_out = {"image": self._malloc(3 * r * r * 4), "lr_image": self._malloc(3 * lr * lr * 4)}
+        self._shaped = None  # the batch the step context's input shapes are set for
+        self._cur = 0
         self._sync()
-        self._host_scalars = np.zeros(2, np.float32)
-        self._host_losses = {name: np.empty(batch, np.float32) for name in LOSS_OUTPUTS}
-        self._cur, self._last_in = 0, None
-        self.batch = batch
-        self.step_seconds = 0.0
 
     def _stream_handle(self) -> int:
         return int(self._stream)
 
-    def _bind_direction(self, d: int) -> None:
-        ctx = self._step_ctx
+    def _set_shapes(self, n: int) -> None:
+        if self._shaped == n:
+            return
+        for name, info in self.manifest.step_inputs.items():
+            if not self._step_ctx.set_input_shape(name, info.concrete(n)):
+                raise PulseError(f"TensorRT step engine rejects input {name!r} of shape {list(info.concrete(n))} "
+                                 "(rows outside the engine's optimisation profile? rebuild it for more slots)")
+        self._shaped = n
+
+    def _bind(self, n: int, d: int, j: int) -> None:
+        """Tensor addresses of step j of a run over rows [0, n) reading state set d."""
+        ctx, slots = self._step_ctx, self.slots
         src, dst = self._sets[d], self._sets[1 - d]
-        addresses = {**self._const, **self._scal, **self._loss}
+        addresses = dict(self._rows)
+        addresses["lr"] = int(self._rings["lr"]) + j * slots * 4
+        addresses["t"] = int(self._rings["t"]) + j * slots * 4
         for s in self.manifest.state:
             addresses[s.name] = src[s.name]
             addresses[s.next] = dst[s.name]
+        for i, name in enumerate(LOSS_OUTPUTS):
+            addresses[name] = int(self._loss_ring) + (j * len(LOSS_OUTPUTS) + i) * slots * 4
         for name, ptr in addresses.items():
             if not ctx.set_tensor_address(name, int(ptr)):
                 raise PulseError(f"TensorRT step engine rejects the address of {name!r}")
 
-    def _capture(self):
+    def _enqueue(self) -> None:
+        if not self._step_ctx.execute_async_v3(self._stream_handle()):
+            raise PulseError("TensorRT step enqueue failed")
+
+    def _capture_all(self, n: int) -> None:
+        """CUDA graphs of every (direction, ring position) for n rows (module docstring, step 3)."""
         cudart = self._cudart
-        _check(cudart.cudaStreamBeginCapture(self._stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
-        ok = self._step_ctx.execute_async_v3(self._stream_handle())
-        graph = _check(cudart.cudaStreamEndCapture(self._stream))
-        if not ok:
-            raise PulseError("TensorRT step enqueue failed during CUDA graph capture")
-        exec_ = _check(cudart.cudaGraphInstantiate(graph, 0))
-        return graph, exec_
+        self._set_shapes(n)
+        _check(cudart.cudaMemsetAsync(self._rings["t"], 0, self._plan.rings[1].nbytes, self._stream))  # t = 0
+        for d in (self._cur, 1 - self._cur):  # t = 0: set 1 - cur receives a copy of cur, then cur itself
+            for j in range(self.ring):
+                self._bind(n, d, j)
+                self._enqueue()  # deferred setup
+                self._sync()
+                _check(cudart.cudaStreamBeginCapture(self._stream,
+                                                     cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
+                ok = self._step_ctx.execute_async_v3(self._stream_handle())
+                graph = _check(cudart.cudaStreamEndCapture(self._stream))
+                if not ok:
+                    raise PulseError("TensorRT step enqueue failed during CUDA graph capture")
+                self._graphs[(n, d, j)] = (graph, _check(cudart.cudaGraphInstantiate(graph, 0)))
 
-    # -- per step ---------------------------------------------------------------------------------
-    def _step(self, lr: float, t: int) -> dict:
-        d = self._cur
-        self._host_scalars[:] = (lr, t)
-        self._h2d(self._scal["lr"], self._host_scalars[0:1])
-        self._h2d(self._scal["t"], self._host_scalars[1:2])
-        if self.cuda_graph:
-            _check(self._cudart.cudaGraphLaunch(self._graphs[d][1], self._stream))
-        else:
-            self._bind_direction(d)
-            if not self._step_ctx.execute_async_v3(self._stream_handle()):
-                raise PulseError("TensorRT step enqueue failed")
-        for name, host in self._host_losses.items():
-            self._d2h(host, self._loss[name])
-        self._sync()
-        self._last_in, self._cur = d, 1 - d
-        return {term: self._host_losses[name].copy() for term, name in zip(TERMS, LOSS_OUTPUTS)}
-
-    def keep(self, rows: np.ndarray) -> None:
-        self._require_loaded()
-        if self._last_in is None:
-            return
-        src = self._sets[self._last_in]
-        kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-        for start, count in row_runs(rows):
-            for p, best in self._best.items():
-                rb = self._row_bytes[p]
-                _check(self._cudart.cudaMemcpyAsync(int(best) + start * rb, int(src[p]) + start * rb, count * rb,
-                                                    kind, self._stream))
+    # -- per row, per run -------------------------------------------------------------------------
+    def _write_rows(self, rows: list[int], feeds: dict) -> None:
+        for name, a in feeds.items():
+            rb = self._row_bytes[name]
+            for i, r in enumerate(rows):
+                self._h2d(int(self._rows[name]) + r * rb, a[i])
         self._sync()
 
-    def best(self) -> dict:
-        self._require_loaded()
-        out = {p: np.empty(self._shapes[p], np.float32) for p in self._best}
-        for p, a in out.items():
-            self._d2h(a, self._best[p])
+    def _move_row(self, src: int, dst: int) -> None:
+        for bufs in (self._rows, self._sets[self._cur]):
+            for name, ptr in bufs.items():
+                rb = self._row_bytes[name]
+                self._d2d(int(ptr) + dst * rb, int(ptr) + src * rb, rb)
         self._sync()
-        return out
 
-    def render(self, feeds: dict) -> dict:
-        self._require_active()
-        batch = self._check_render(feeds)
-        ctx, ptrs = self._render_ctx, []
-        cudart = self._cudart
-        try:
-            for name, a in feeds.items():
-                ptr = _check(cudart.cudaMalloc(a.nbytes))
-                ptrs.append(ptr)
-                if not ctx.set_input_shape(name, a.shape):
-                    raise PulseError(f"TensorRT render engine rejects input {name!r} of shape {list(a.shape)}")
-                ctx.set_tensor_address(name, int(ptr))
-                self._h2d(ptr, a)
-            out = {}
-            for name, info in self.manifest.render_outputs.items():
-                out[name] = np.empty(info.concrete(batch), np.float32)
-                ptr = _check(cudart.cudaMalloc(out[name].nbytes))
-                ptrs.append(ptr)
-                ctx.set_tensor_address(name, int(ptr))
+    def _run(self, n: int, lr: np.ndarray, t: np.ndarray) -> dict:
+        k = lr.shape[0]
+        if self.cuda_graph and (n, 0, 0) not in self._graphs:
+            self._capture_all(n)
+        self._host_rings["lr"][:k, :n] = lr
+        self._host_rings["t"][:k, :n] = t
+        for name in ("lr", "t"):
+            self._h2d(self._rings[name], self._host_rings[name])
+        for j in range(k):
+            d = self._cur
+            if self.cuda_graph:
+                _check(self._cudart.cudaGraphLaunch(self._graphs[(n, d, j)][1], self._stream))
+            else:
+                self._set_shapes(n)
+                self._bind(n, d, j)
+                self._enqueue()
+            self._cur = 1 - d
+        self._d2h(self._host_losses, self._loss_ring)
+        self._sync()  # the run's one host synchronisation
+        return {term: self._host_losses[:k, i, :n].copy() for i, term in enumerate(TERMS)}
+
+    def render_best(self, rows) -> dict:
+        """Per row: render inputs at the row of best.X (current set) and of the frozen noise."""
+        self._require_open()
+        rows = self._check_rows(rows)
+        ctx, out = self._render_ctx, {}
+        names = list(self.manifest.render_outputs)
+        results = {name: [] for name in names}
+        for r in rows:
+            for name in self.manifest.render_inputs:
+                key = f"best.{name}"
+                ptr = self._sets[self._cur][key] if key in self._sets[self._cur] else self._rows[name]
+                rb = self._row_bytes[key if key in self._sets[self._cur] else name]
+                if not ctx.set_input_shape(name, (1, *self._shapes[name])):
+                    raise PulseError(f"TensorRT render engine rejects input {name!r} at batch 1")
+                ctx.set_tensor_address(name, int(ptr) + r * rb)
+            for name in names:
+                ctx.set_tensor_address(name, int(self._render_out[name]))
             if not ctx.execute_async_v3(self._stream_handle()):
                 raise PulseError("TensorRT render enqueue failed")
             for name, info in self.manifest.render_outputs.items():
-                self._d2h(out[name], ptrs[len(feeds) + list(self.manifest.render_outputs).index(name)])
+                out[name] = np.empty(info.concrete(1), np.float32)
+                self._d2h(out[name], self._render_out[name])
             self._sync()
-            return out
-        finally:
-            for p in ptrs:
-                cudart.cudaFree(p)
+            for name in names:
+                results[name].append(out[name])
+        return {name: np.concatenate(v) for name, v in results.items()}

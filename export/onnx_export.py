@@ -38,7 +38,7 @@ from .decompositions import NearestUpsampleAsExpand, decomposition_table
 from .generators.base import Generator
 from .step import PRECISIONS, TensorInfo, make_render_fn, make_step_fn, step_layout
 
-FORMAT = "pulse-trt-artifacts/1"
+FORMAT = "pulse-trt-artifacts/2"  # docs/artifacts.md: the graph contract and its versions
 OPSET = 20  # within TensorRT 10's parser range (9..24) and ONNX Runtime's
 # ONNX types Conv / ConvTranspose for bfloat16 only from opset 22: bf16 graphs use it.
 OPSET_BF16 = 22

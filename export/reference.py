@@ -78,7 +78,7 @@ def pulse_search(generator: Generator, targets, options: PulseOptions, *, device
         progress:  optional callback progress(step, steps) after every step.
         first_input: global index of targets[0]: row (i, k) starts from the seed of input
                    first_input + i, restart k, so a job cut into chunks starts every input as
-                   one call over all of them would (engine.loop.run_search's starts).
+                   one call over all of them would (as the engine's scheduler keys them).
     Returns:
         One engine.result.ImageResult per input, in order; record["backend"] = "reference",
         record["seconds"] = wall time of this whole call (all inputs of the batch).
@@ -148,7 +148,8 @@ def pulse_search(generator: Generator, targets, options: PulseOptions, *, device
         records = [tracker.record(r) for r in row_ids]
         chosen = pick_restart(records)
         row = row_ids[chosen]
-        record = {"input": i, "restart": chosen, **records[chosen], "seconds": seconds, "backend": "reference"}
+        record = {"input": i, "restart": chosen, "starts": options.duplicates, **records[chosen],
+                  "search_steps": options.steps * options.duplicates, "seconds": seconds, "backend": "reference"}
         results.append(ImageResult(hr=hr_np[row], lr=lr_np[row], record=record, history=tracker.history(row)))
     return results
 

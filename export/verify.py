@@ -53,9 +53,12 @@ def check_onnx(path) -> None:
 
 
 def random_inputs(infos: list[TensorInfo], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Fresh float32 inputs by role: target in [0, 1]; lr in [0.01, 0.4]; t an integer in 1..100;
-    latent / noise standard normal; first moments N(0, 0.1^2); second moments (v., u.) positive;
-    radius.X = sphere_norm of X times U(0.8, 1.2)."""
+    """Fresh float32 inputs by role: target in [0, 1]; lr per row in [0.01, 0.4]; t per row an
+    integer, row 0 in 2..100 (a search under way), row 1 = 1 (a row starting over), row 2 = 0 (a
+    row that does not move), further rows in 0..100; latent / noise / start / best standard
+    normal; first moments N(0, 0.1^2); second moments (v., u.) positive; best.loss in [0, 200]
+    and min.L2 in [0, 0.1], except at batch 1, whose row has no best yet (NaN, +inf); radius.X =
+    sphere_norm of X times U(0.8, 1.2)."""
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for info in infos:
@@ -65,11 +68,16 @@ def random_inputs(infos: list[TensorInfo], batch: int, seed: int = 0) -> dict[st
         elif n == "lr":
             x = rng.uniform(0.01, 0.4, shape)
         elif n == "t":
-            x = np.asarray(float(rng.integers(1, 101)))
+            x = rng.integers(0, 101, shape).astype(np.float64)
+            x[:3] = [float(rng.integers(2, 101)), 1.0, 0.0][:min(batch, 3)]
         elif n.startswith("m."):
             x = rng.standard_normal(shape) * 0.1
         elif n.startswith(("v.", "u.")):
             x = rng.uniform(0.001, 0.05, shape)
+        elif n == "best.loss":
+            x = rng.uniform(0.0, 200.0, shape) if batch > 1 else np.full(shape, np.nan)
+        elif n == "min.L2":
+            x = rng.uniform(0.0, 0.1, shape) if batch > 1 else np.full(shape, np.inf)
         elif n.startswith("radius."):
             continue
         else:

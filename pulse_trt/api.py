@@ -4,6 +4,7 @@ exporter (torch), plus the PyTorch reference.
     from pulse_trt.api import Pulse
     pulse = Pulse(lr_size=8)                          # embedded dcgan, ONNX Runtime on CPU
     results = pulse.upsample([face_8x8x3_uint8])      # list[ImageResult]; exports on first use
+    future = pulse.submit(face, progress=cb)          # concurrent.futures.Future[ImageResult]
     Pulse(artifacts="artefacts/dcgan8")               # pre-exported artefacts: no torch imported
     Pulse(backend="torch", lr_size=8)                 # the PyTorch reference (export/reference.py)
 
@@ -24,9 +25,11 @@ Where the artefacts come from (backends "ort", "ort-cuda", "tensorrt"):
 Artefacts given with `artifacts=DIR` are the user's: they are verified the same way, and an
 unusable directory is a one-line PulseError; pulse-trt never modifies it.
 
-Thread-safe: one lock per Pulse serialises preparation and searches (the runner's sessions and
-buffers are per-instance state), so two instances run side by side. The only process-wide state
-is the exporter's (tracing is process-global in torch: one export at a time, see
+The exported backends run on engine.api.PulseEngine: one continuous-batching scheduler
+(engine/scheduler.py) whose slots every call shares; submit() and upsample() may be called from
+any thread, and a result does not depend on what runs beside it. Backend torch runs the
+reference's own loop, one call at a time. Two instances run side by side. The only process-wide
+state is the exporter's (tracing is process-global in torch: one export at a time, see
 export.onnx_export) and the cache's file locks, so any number of instances, in threads or
 processes, may export into one cache.
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
@@ -160,9 +164,10 @@ class Pulse:
                     with `artifacts`, the manifest's (a different value is an error).
         artifacts:  a pre-exported artefact directory (no torch needed).
         cache_dir:  where artefacts are exported on first use (default default_cache_dir()).
-        batch_size: inputs per search chunk (each with options.duplicates rows); default 8.
-                    Starts are seeded by each input's index in the search call, so results do
-                    not depend on it.
+        slots:      rows searched together (exported backends: the scheduler's slots, one per
+                    running start; backend torch: inputs per reference call); default 8.
+                    Starts are seeded by each input's index, so results do not depend on it.
+        sync_every: exported backends: steps between host synchronisations (engine.scheduler).
         device:     "cpu" or "cuda" for backend "torch" (default "cpu"); the ORT / TensorRT
                     backends imply theirs ("ort": cpu, "ort-cuda" / "tensorrt": cuda).
         log:        receives one-line messages (e.g. "exporting ... (first use, cached in DIR)").
@@ -179,29 +184,31 @@ class Pulse:
     def __init__(self, generator: str | None = None, *, weights=None, mapping=None, resolution: int | None = None,
                  lr_size: int | None = None, options: PulseOptions | None = None, backend: str = DEFAULT_BACKEND,
                  weights_dir=None,
-                 precision: str | None = None, artifacts=None, cache_dir=None, batch_size: int = 8,
-                 device: str | None = None, log: Callable[[str], None] | None = None, export_progress: bool = False,
-                 note: Callable[[str], None] | None = None, **runner_options):
+                 precision: str | None = None, artifacts=None, cache_dir=None, slots: int = 8,
+                 sync_every: int | None = None, device: str | None = None, log: Callable[[str], None] | None = None,
+                 export_progress: bool = False, note: Callable[[str], None] | None = None, **runner_options):
         if backend not in BACKENDS:
             raise PulseError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if generator is not None and generator not in GENERATORS:
             raise PulseError(f"unknown generator {generator!r}; choose one of {', '.join(GENERATORS)}")
         if precision is not None and precision not in PRECISIONS:
             raise PulseError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise PulseError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        for name, v in (("slots", slots), ("sync_every", 1 if sync_every is None else sync_every)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise PulseError(f"{name} must be an integer >= 1, got {v!r}")
         if options is not None and not isinstance(options, PulseOptions):
             raise PulseError(f"options must be a PulseOptions, got {type(options).__name__}")
         self.backend = backend
         self.device = self._device(backend, device)
-        self.batch_size = batch_size
+        self.slots, self.sync_every = slots, sync_every
         self.precision = precision
         self._log = log or (lambda msg: None)
         self._note = note or self._log
         self._export_progress = bool(export_progress)
         self._runner_options = runner_options
         self._lock = threading.Lock()
-        self._runner = None
+        self._engine = None  # engine.api.PulseEngine (exported backends)
+        self._torch_pool = None  # one thread running the reference for submit() (backend torch)
         self._torch_generator = None
         self._resolved_weights = None
         self.manifest = None
@@ -249,6 +256,9 @@ class Pulse:
             self.precision = "fp32"
         if backend == "torch" and self.precision != "fp32":
             raise PulseError("backend torch runs the reference in fp32; --precision is for the exported backends")
+        if backend == "torch" and (self.options.early_stop or self.options.restarts):
+            raise PulseError("early_stop and restarts belong to the engine's scheduler; backend torch runs PULSE's "
+                             "own loop (use --duplicates, or an exported backend)")
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
     # -- settings ---------------------------------------------------------------------------------
@@ -307,18 +317,20 @@ class Pulse:
             if self._torch_generator is None:
                 self._torch_generator = self._load_torch_generator()
             return
-        if self._runner is not None:
+        if self._engine is not None:
             return
         if self.manifest is None:
             self._export()
-        from .engine.api import make_runner  # noqa: PLC0415
+        from .engine.api import PulseEngine  # noqa: PLC0415
+        from .engine.scheduler import DEFAULT_SYNC_EVERY  # noqa: PLC0415
 
         kwargs = dict(self._runner_options)
         if self.backend == "tensorrt":
             kwargs.update(self._trt_engines())
-        runner = make_runner(self.manifest, self.backend, **kwargs)
-        runner.activate()
-        self._runner = runner
+        engine = PulseEngine(self.manifest, self.backend, slots=self.slots,
+                             sync_every=self.sync_every or DEFAULT_SYNC_EVERY, options=self.options, **kwargs)
+        engine.prepare()
+        self._engine = engine
 
     def _require_torch(self, why: str, alternative: str):
         try:
@@ -390,7 +402,7 @@ class Pulse:
 
     def _trt_engines(self) -> dict:
         """TensorRT engines for the artefacts: DIR/step.engine + DIR/render.engine when present,
-        else built (and cached) by export/trt_build.py for batches up to the chunk's rows."""
+        else built (and cached) by export/trt_build.py for batches up to the slots."""
         d = self.manifest.dir
         if (d / "step.engine").is_file() and (d / "render.engine").is_file():
             return {}
@@ -399,8 +411,7 @@ class Pulse:
         except ImportError:
             raise PulseError(f"no TensorRT engines in {str(d)!r} and no engine builder here: build them with "
                              "`pulse-trt export --trt-engine` on a machine with TensorRT") from None
-        rows = self.batch_size * self.options.duplicates
-        step_engine, render_engine = build_engines(d, max_batch=rows)
+        step_engine, render_engine = build_engines(d, max_batch=self.slots)
         return {"step_engine": step_engine, "render_engine": render_engine}
 
     # -- searching --------------------------------------------------------------------------------
@@ -422,43 +433,85 @@ class Pulse:
     def search(self, targets, *, progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
         """PULSE for targets [N, 3, lr, lr] float in [0, 1].
 
-        1. Prepare on first use (export or find the artefacts, open the runner; or load the
+        1. Prepare on first use (export or find the artefacts, open the engine; or load the
            torch generator).
-        2. Search in chunks of batch_size inputs (x duplicates rows); the start of input i,
-           restart k is seeded by (options.seed, i, k), i counting over the whole call, so the
-           chunking does not change the result.
-        3. progress(done, total) after every step, counted over all chunks.
+        2. Exported backends: every input is a request to the engine's scheduler (its starts
+           share the slots with whatever else runs); backend torch: the reference in chunks of
+           `slots` inputs. The start of input i, restart k is seeded by (options.seed, i, k), i
+           counting over the whole call, so neither slots nor neighbours change the result.
+        3. progress(done, total): optimiser steps over all inputs, after every sync.
         Returns one ImageResult per input, in order; record["backend"] is this backend,
         record["artifacts_key"] the artefact key (None for torch), record["input"] the index.
         """
-        from .engine.loop import check_targets  # noqa: PLC0415
+        from .engine.scheduler import check_targets  # noqa: PLC0415
 
         t = check_targets(targets, self.lr_size)  # [N, 3, lr, lr] float32
+        if self.backend == "torch":
+            with self._lock:
+                self._prepare()
+                results = self._search_torch(t, progress)
+        else:
+            with self._lock:
+                self._prepare()
+                engine = self._engine
+            results = engine.search(t, options=self.options, progress=progress)  # concurrent calls share slots
+        for r in results:
+            self._stamp(r)
+        return results
+
+    def submit(self, image, *, index: int = 0, progress: Callable[[int, int], None] | None = None) -> Future:
+        """Queue one face (uint8 [lr, lr, 3] array or PIL image); returns a
+        concurrent.futures.Future of its ImageResult. Thread-safe.
+
+        A bad image raises PulseError here (nothing queued). index keys its seeded starts (start
+        k: (options.seed, index, k)). progress(done, total) runs at every sync (exported
+        backends; backend torch: after every step). future.cancel() frees its slot at the next
+        sync, with no record (exported backends; backend torch: only before it starts)."""
+        from .engine.api import image_to_chw01  # noqa: PLC0415
+
+        return self.submit_target(image_to_chw01(image, self.lr_size, index), index=index, progress=progress)
+
+    def submit_target(self, target, *, index: int = 0, progress: Callable[[int, int], None] | None = None) -> Future:
+        """submit() for a target [3, lr, lr] float in [0, 1]."""
+        from .engine.scheduler import check_targets  # noqa: PLC0415
+
+        target = check_targets(np.asarray(target)[None], self.lr_size)[0]
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise PulseError(f"index must be an integer >= 0, got {index!r}")
         with self._lock:
             self._prepare()
             if self.backend == "torch":
-                results = self._search_torch(t, progress)
-            else:
-                from .engine.loop import run_search  # noqa: PLC0415
+                if self._torch_pool is None:
+                    self._torch_pool = ThreadPoolExecutor(1, thread_name_prefix="pulse-torch")
+                return self._torch_pool.submit(self._torch_one, target, index, progress)
+            return self._engine.submit_target(target, options=self.options, index=index, progress=progress)
 
-                rows = self.batch_size * self.options.duplicates
-                results = run_search(self._runner, t, options=self.options, batch_size=rows, progress=progress)
-        for r in results:
-            r.record["backend"] = self.backend
-            r.record["artifacts_key"] = self.key
-        return results
+    def _stamp(self, result: ImageResult) -> ImageResult:
+        result.record["backend"] = self.backend  # the engine's runner names the same backends
+        result.record["artifacts_key"] = self.key
+        return result
+
+    def _torch_one(self, target: np.ndarray, index: int, progress) -> ImageResult:
+        from .export.reference import pulse_search  # noqa: PLC0415
+
+        steps = self.options.steps * self.options.duplicates
+        report = None if progress is None else (lambda j, _s: progress(j * self.options.duplicates, steps))
+        result = pulse_search(self._torch_generator, target[None], self.options, device=self.device,
+                              progress=report, first_input=index)[0]
+        result.record["input"] = index
+        return self._stamp(result)
 
     def _search_torch(self, target: np.ndarray, progress) -> list[ImageResult]:
         from .export.reference import pulse_search  # noqa: PLC0415
 
         n, steps = target.shape[0], self.options.steps
-        starts = list(range(0, n, self.batch_size))
+        starts = list(range(0, n, self.slots))
         total = steps * len(starts)
         results: list[ImageResult] = []
         for c, first in enumerate(starts):
             done = c * steps
             chunk_progress = None if progress is None else (lambda j, _s, done=done: progress(done + j, total))
-            chunk = pulse_search(self._torch_generator, target[first:first + self.batch_size], self.options,
+            chunk = pulse_search(self._torch_generator, target[first:first + self.slots], self.options,
                                  device=self.device, progress=chunk_progress, first_input=first)
             for r in chunk:
                 r.record["input"] += first
@@ -467,15 +520,20 @@ class Pulse:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the runner (sessions, device buffers); the next search opens it again."""
+        """Cancel what is queued or running and release the engine (sessions, device buffers);
+        the next search opens it again."""
         with self._lock:
-            if self._runner is not None:
-                self._runner.deactivate()
-                self._runner = None
+            engine, pool = self._engine, self._torch_pool
+            self._engine = self._torch_pool = None
+        if engine is not None:
+            engine.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> "Pulse":
         return self.prepare()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
 

@@ -16,7 +16,16 @@ and batch: ms per step (time inside the step calls / steps), images per second (
 search), peak memory (process RSS above the pre-run baseline; GPU memory in use above baseline),
 speed-up over the torch reference at the same batch and precision, and the fraction of the FLOP
 floor reached: (FLOPs of one step, counted from step.onnx) / (ms per step) / (peak FLOP/s
-measured by a large matmul on the same device and precision).
+measured by a large matmul on the same device and precision). The engine backends run a batch
+as `batch` requests in `batch` slots of the scheduler (engine/scheduler.py), all starting
+together: the lockstep workload.
+
+Stream mode (run_stream, `pulse-trt bench --stream N`): N inputs submitted at once to one engine
+with B slots (the continuous-batching scheduler: a freed slot takes the next start at once);
+images per second (N / wall time from the first submission to the last result), latency
+percentiles (submission to result, per input), success rate, optimiser steps run over all starts
+(the compute) and host synchronisations per step. One warm-up stream of B inputs and 2 steps
+first (sessions, bindings).
 """
 from __future__ import annotations
 
@@ -25,7 +34,7 @@ import os
 import statistics
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,17 +229,39 @@ def _available(backend: str, device: str) -> str | None:
     return None
 
 
+def _workload_generator(work: Workload, device: str, progress=print):
+    """The workload's generator on `device` (stylegan1: channels capped; random weights when asked;
+    mobilestylegan: the fetched weights)."""
+    from .export.generators import load_generator  # noqa: PLC0415
+
+    fmaps = None
+    if work.max_channels:
+        from .export.generators.stylegan1 import ffhq_channels  # noqa: PLC0415
+
+        cap = work.max_channels
+        fmaps = lambda r: min(ffhq_channels(r), cap)  # noqa: E731
+    if work.weights == "random":
+        return (random_mobilestylegan(device) if work.generator == "mobilestylegan"
+                else random_stylegan1(work.resolution, fmaps, device))
+    if work.generator == "mobilestylegan":
+        from .weights import resolve_weights  # noqa: PLC0415
+
+        return load_generator("mobilestylegan", resolve_weights("mobilestylegan", work.weights, log=progress),
+                              device=device)
+    return load_generator(work.generator, work.weights, mapping=work.mapping, resolution=work.resolution,
+                          fmaps=fmaps, device=device)
+
+
 def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, device=None, progress=print) -> dict:
     """Measure `work` on each backend; returns the JSON-ready result (see module doc)."""
     import torch  # noqa: PLC0415
 
-    from .engine.api import PulseEngine  # noqa: PLC0415
-    from .export.generators import load_generator  # noqa: PLC0415
     from .export.onnx_export import export_cached  # noqa: PLC0415
     from .export.reference import pulse_search  # noqa: PLC0415
     from .flops import count_flops  # noqa: PLC0415
+    from .engine.api import make_runner  # noqa: PLC0415
+    from .engine.scheduler import Request, Scheduler  # noqa: PLC0415
     from .torch_runner import TorchRunner  # noqa: PLC0415
-    from .engine.loop import run_search  # noqa: PLC0415
 
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
@@ -239,23 +270,7 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
     cache_root = Path(cache_root or Path.home() / ".cache" / "pulse-trt" / "artifacts")
     options = PulseOptions(**{**work.options, "steps": work.steps, "seed": work.seed})
     warm_options = options if not work.warmup_steps else PulseOptions(**{**options.to_dict(), "steps": min(work.steps, work.warmup_steps)})
-    fmaps = None
-    if work.max_channels:
-        from .export.generators.stylegan1 import ffhq_channels  # noqa: PLC0415
-
-        cap = work.max_channels
-        fmaps = lambda r: min(ffhq_channels(r), cap)  # noqa: E731
-    if work.weights == "random":
-        generator = (random_mobilestylegan(device) if work.generator == "mobilestylegan"
-                     else random_stylegan1(work.resolution, fmaps, device))
-    elif work.generator == "mobilestylegan":
-        from .weights import resolve_weights  # noqa: PLC0415
-
-        generator = load_generator("mobilestylegan", resolve_weights("mobilestylegan", work.weights, log=progress),
-                                   device=device)
-    else:
-        generator = load_generator(work.generator, work.weights, mapping=work.mapping, resolution=work.resolution,
-                                   fmaps=fmaps, device=device)
+    generator = _workload_generator(work, device, progress)
     targets_all = _targets(generator, work.lr_size, max(work.batches), work.seed)
     info = machine_info()
     rows, skipped, peaks = [], [], {}
@@ -284,22 +299,23 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                             s = time.perf_counter() - t0
                             return s, s
                         return run_ref, lambda: None
-                    if backend == "torch-compile":
-                        from .engine.manifest import load_manifest  # noqa: PLC0415
+                    from .engine.manifest import load_manifest  # noqa: PLC0415
 
+                    if backend == "torch-compile":
                         runner = TorchRunner(load_manifest(art), generator, device=device, compile=True)
-                        runner.activate()
-                        close = runner.deactivate
                     else:
-                        eng = PulseEngine(art, backend=backend, batch_size=batch)
-                        eng.__enter__()
-                        runner, close = eng._runner, eng.close
+                        runner = make_runner(load_manifest(art), backend)
+                    runner.activate()
+                    sched = Scheduler(runner, slots=batch)
 
                     def run_engine(opts=options):
-                        t0 = time.perf_counter()
-                        run_search(runner, targets, options=opts, batch_size=batch)
-                        return time.perf_counter() - t0, runner.step_seconds  # reset by each search's load()
-                    return run_engine, close
+                        t0, s0, n0 = time.perf_counter(), runner.step_seconds, runner.steps_run
+                        for i, y in enumerate(targets):
+                            sched.add(Request(target=y, index=i, options=opts))
+                        sched.run_until_done()
+                        steps = (runner.steps_run - n0) or 1
+                        return time.perf_counter() - t0, (runner.step_seconds - s0) * opts.steps / steps
+                    return run_engine, runner.deactivate
 
                 close = None
                 try:
@@ -349,6 +365,141 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                            "ONNX Runtime; CUDA: 8192 in the precision, torch)",
         "rows": rows, "skipped": skipped,
     }
+
+
+@dataclass
+class Stream:
+    """A stream of `inputs` faces through `slots` slots (engine backends), with scheduling options."""
+
+    inputs: int = 64
+    slots: int = 8
+    sync_every: int | None = None  # None: engine.scheduler.DEFAULT_SYNC_EVERY
+    early_stop: bool = False
+    restarts: int = 0
+    duplicates: int = 1
+
+
+def percentile(values, q: float) -> float:
+    """q-th percentile (0-100) with linear interpolation (numpy's default)."""
+    return float(np.percentile(np.asarray(values, np.float64), q))
+
+
+def stream_once(engine, targets: np.ndarray, options: PulseOptions) -> dict:
+    """Submit every target to `engine` (an engine.api.PulseEngine, prepared) at once and wait
+    for all: wall time, per-input latency and records, the compute and the host syncs it took."""
+    sched, runner = engine.scheduler, engine.scheduler.runner
+    rows0, syncs0, steps0 = sched.row_steps, runner.syncs, runner.steps_run
+    t0 = time.perf_counter()
+    futures = [engine.submit_target(y, options=options, index=i) for i, y in enumerate(targets)]
+    results = [f.result() for f in futures]
+    wall = time.perf_counter() - t0
+    graph_steps = runner.steps_run - steps0
+    return {"seconds": wall, "latency": [r.record["seconds"] for r in results],
+            "records": [r.record for r in results], "row_steps": sched.row_steps - rows0,
+            "syncs": runner.syncs - syncs0, "graph_steps": graph_steps}
+
+
+def stream_summary(run: dict, n: int, slots: int, steps: int) -> dict:
+    """images/s, latency percentiles, success rate, compute of one stream_once() run."""
+    recs = run["records"]
+    return {
+        "images_per_s": round(n / run["seconds"], 4), "seconds": round(run["seconds"], 3),
+        "latency_p50_s": round(percentile(run["latency"], 50), 3),
+        "latency_p90_s": round(percentile(run["latency"], 90), 3),
+        "latency_p99_s": round(percentile(run["latency"], 99), 3),
+        "success_rate": round(sum(r["success"] for r in recs) / n, 4),
+        "starts": sum(r["starts"] for r in recs),
+        "row_steps": run["row_steps"],
+        "compute_vs_lockstep": round(run["row_steps"] / (n * steps), 4),
+        "graph_steps": run["graph_steps"], "syncs": run["syncs"],
+        "syncs_per_step": round(run["syncs"] / max(run["graph_steps"], 1), 4),
+        "mean_rows_per_step": round(run["row_steps"] / max(run["graph_steps"], 1), 3),
+    }
+
+
+def run_stream(work: Workload, stream: Stream, backends=("ort",), *, cache_root=None, device=None,
+               progress=print) -> dict:
+    """Stream mode (module docstring): per engine backend, one warm-up, then `work.repeats`
+    timed streams of stream.inputs faces (the generator's own, seeded) through stream.slots
+    slots; medians of images/s and latency percentiles; success rate and compute of the last."""
+    import torch  # noqa: PLC0415
+
+    from .engine.api import BACKENDS as ENGINE_BACKENDS  # noqa: PLC0415
+    from .engine.api import PulseEngine  # noqa: PLC0415
+    from .engine.scheduler import DEFAULT_SYNC_EVERY  # noqa: PLC0415
+    from .export.onnx_export import export_cached  # noqa: PLC0415
+
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise PulseError(f"unknown backend {unknown[0]!r}: choose from {', '.join(BACKENDS)}")
+    if stream.inputs < 1 or stream.slots < 1:
+        raise PulseError("--stream and --slots must be >= 1")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cache_root = Path(cache_root or Path.home() / ".cache" / "pulse-trt" / "artifacts")
+    sync_every = stream.sync_every or DEFAULT_SYNC_EVERY
+    options = PulseOptions(**{**work.options, "steps": work.steps, "seed": work.seed, "early_stop": stream.early_stop,
+                              "restarts": stream.restarts, "duplicates": stream.duplicates})
+    generator = _workload_generator(work, device, progress)
+    targets = _targets(generator, work.lr_size, stream.inputs, work.seed)
+    rows, skipped = [], []
+    for precision in work.precisions:
+        progress(f"[bench] exporting {work.generator} lr {work.lr_size} {precision} (cached)")
+        art = export_cached(generator.cpu(), options, work.lr_size, cache_root, precision=precision, progress=False)
+        for backend in backends:
+            why = _available(backend, device) or (None if backend in ENGINE_BACKENDS else
+                                                   "stream mode runs the engine's scheduler (ort, ort-cuda, tensorrt)")
+            if why:
+                skipped.append({"backend": backend, "precision": precision, "why": why})
+                progress(f"[bench] skip {backend} {precision}: {why}")
+                continue
+            with PulseEngine(art, backend, slots=stream.slots, sync_every=sync_every) as engine:
+                progress(f"[bench] {backend} {precision} stream of {stream.inputs} through {stream.slots} slots: warm-up")
+                warm = replace(options, steps=2, early_stop=False, restarts=0, duplicates=1)
+                stream_once(engine, targets[:stream.slots], warm)
+                runs = []
+                for k in range(work.repeats):
+                    runs.append(stream_once(engine, targets, options))
+                    progress(f"[bench] {backend} {precision} run {k + 1}: {stream.inputs / runs[-1]['seconds']:.2f} images/s")
+            summaries = [stream_summary(r, stream.inputs, stream.slots, work.steps) for r in runs]
+            row = dict(summaries[-1])
+            for key in ("images_per_s", "seconds", "latency_p50_s", "latency_p90_s", "latency_p99_s"):
+                row[key] = statistics.median(x[key] for x in summaries)
+            row.update(backend=backend, precision=precision, runs=summaries,
+                       records=[{k: r[k] for k in ("input", "success", "l2", "min_l2", "restart", "starts", "steps",
+                                                   "best_step", "search_steps")} for r in runs[-1]["records"]])
+            rows.append(row)
+    info = machine_info()
+    return {
+        "mode": "stream", "machine": info, "machine_label": machine_label(info), "device": device,
+        "date": time.strftime("%Y-%m-%d"),
+        "workload": {**work.__dict__, "batches": list(work.batches), "precisions": list(work.precisions),
+                     "options": options.to_dict()},
+        "stream": {**stream.__dict__, "sync_every": sync_every},
+        "rows": rows, "skipped": skipped,
+    }
+
+
+def stream_markdown(result: dict, command: str | None = None) -> str:
+    """A stream-mode result as a Markdown table, hardware and command named."""
+    w, st = result["workload"], result["stream"]
+    o = w["options"]
+    lines = [
+        f"**{w['generator']}**, LR {w['lr_size']}, {w['steps']} steps: a stream of {st['inputs']} inputs through "
+        f"{st['slots']} slots, sync every {st['sync_every']} steps, early_stop {o['early_stop']}, restarts "
+        f"{o['restarts']}, duplicates {o['duplicates']}; on {result['machine_label']}, {result['date']}",
+        "",
+        "| backend | precision | images/s | latency p50 s | p90 s | p99 s | success | starts | steps run / lockstep | syncs per step |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['images_per_s']:.2f} | {r['latency_p50_s']:.2f} | "
+                     f"{r['latency_p90_s']:.2f} | {r['latency_p99_s']:.2f} | {100 * r['success_rate']:.1f}% | "
+                     f"{r['starts']} | {r['compute_vs_lockstep']:.2f} | {r['syncs_per_step']:.3f} |")
+    for s in result.get("skipped", []):
+        lines.append(f"\n_skipped {s['backend']} ({s['precision']}): {s['why']}_")
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(result: dict, command: str | None = None) -> str:
@@ -415,18 +566,23 @@ def plot_throughput(results: list[dict], path) -> None:
 
 
 def write_results(result: dict, out_dir, command: str | None = None, name: str = "bench") -> list[Path]:
-    """bench.json, bench.md and bench.png in out_dir (atomic writes)."""
+    """bench.json, bench.md and bench.png in out_dir (atomic writes); stream mode: stream.json
+    and stream.md."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = dict(result, command=command)
+    stream = result.get("mode") == "stream"
+    if stream and name == "bench":
+        name = "stream"
+    md = stream_markdown(result, command) if stream else to_markdown(result, command)
     paths = []
-    for suffix, text in ((".json", json.dumps(result, indent=1) + "\n"), (".md", to_markdown(result, command))):
+    for suffix, text in ((".json", json.dumps(result, indent=1) + "\n"), (".md", md)):
         p = out / f"{name}{suffix}"
         tmp = p.with_suffix(p.suffix + ".tmp")
         tmp.write_text(text)
         tmp.replace(p)
         paths.append(p)
-    if result["rows"]:
+    if result["rows"] and not stream:
         p = out / f"{name}.png"
         plot_throughput([result], p)
         paths.append(p)

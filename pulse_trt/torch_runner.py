@@ -1,9 +1,10 @@
 """The exported PULSE iteration run by PyTorch itself, behind the engine's Runner interface.
 
 This is "the strongest thing a PyTorch user would do": the functional step of export/step.py
-(the very computation step.onnx holds), optionally under torch.compile (on CUDA with
-mode="reduce-overhead", i.e. CUDA graphs), driven by the engine's own loop (engine.loop), so the
-benchmark compares backends on the same algorithm, the same starts and the same bookkeeping.
+(the very computation step.onnx holds: the torch twin of graph contract 2), optionally under
+torch.compile (on CUDA with mode="reduce-overhead", i.e. CUDA graphs), driven by the engine's
+own scheduler (engine/scheduler.py), so the benchmark compares backends on the same algorithm,
+the same starts and the same bookkeeping.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .export.step import make_render_fn, make_step_fn
 
 
 class TorchRunner(Runner):
-    """Runner over the torch step function.
+    """Runner over the torch step function (engine/runner.py's interface).
 
     Args:
         manifest:  the artefacts' manifest (options, lr size, precision, I/O names).
@@ -25,6 +26,8 @@ class TorchRunner(Runner):
         device:    "cpu" or "cuda".
         compile:   wrap the step in torch.compile (CUDA: mode="reduce-overhead" = CUDA graphs).
     """
+
+    can_move_rows = True
 
     def __init__(self, manifest: Manifest, generator: Generator, device: str = "cpu", compile: bool = False):
         super().__init__(manifest)
@@ -43,49 +46,51 @@ class TorchRunner(Runner):
             fn = torch.compile(fn, mode=mode, dynamic=False)
         self._step_fn = fn
         self._render_fn = make_render_fn(self.generator, m.options, m.lr_size, m.precision)
-        self._state: dict[str, torch.Tensor] = {}
 
     def _deactivate(self) -> None:
         self._step_fn = self._render_fn = None
-        self._state = {}
+        self._bufs = {}
 
-    def _t(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+    def _open(self, plan) -> None:
+        self._bufs = {b.name: torch.zeros(b.shape, device=self.device) for b in plan.rows}
+        self._bufs.update({b.name: torch.zeros(b.shape, device=self.device) for b, _ in plan.state})
 
-    def load(self, feeds: dict) -> None:
-        self._require_active()
-        self.batch = self._check_load(feeds)
-        self._state = {k: self._t(v) for k, v in feeds.items()}
-        self._last = {p: self._state[p] for p in self.manifest.params}
-        self._best = {p: self._state[p].clone() for p in self.manifest.params}
-        self.step_seconds = 0.0
+    def _write_rows(self, rows: list[int], feeds: dict) -> None:
+        idx = torch.tensor(rows, device=self.device)
+        for name, a in feeds.items():
+            self._bufs[name][idx] = torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+    def _move_row(self, src: int, dst: int) -> None:
+        for v in self._bufs.values():
+            v[dst] = v[src]
 
     @torch.no_grad()
-    def _step(self, lr: float, t: int) -> dict:
-        st = self._state
-        st["lr"] = torch.tensor(lr, dtype=torch.float32, device=self.device)
-        st["t"] = torch.tensor(float(t), dtype=torch.float32, device=self.device)
-        if self.compile and self.device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
-        outs = dict(zip(self._out_names, self._step_fn(*(st[n] for n in self._in_names))))
-        self._last = {p: st[p] for p in self.manifest.params}
+    def _run(self, n: int, lr: np.ndarray, t: np.ndarray) -> dict:
+        st = {k: v[:n] for k, v in self._bufs.items()}
+        lr_d, t_d = torch.from_numpy(lr).to(self.device), torch.from_numpy(t).to(self.device)
+        losses = []
+        for j in range(lr.shape[0]):
+            st["lr"], st["t"] = lr_d[j], t_d[j]
+            if self.compile and self.device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+            outs = dict(zip(self._out_names, self._step_fn(*(st[name] for name in self._in_names))))
+            for s in self.manifest.state:
+                st[s.name] = outs[s.next].clone() if self.compile else outs[s.next]  # CUDA-graph outputs are reused
+            losses.append(torch.stack([outs[f"loss.{k}"] for k in TERMS]))  # [4, n]
         for s in self.manifest.state:
-            st[s.name] = outs[s.next].clone() if self.compile else outs[s.next]  # CUDA-graph outputs are reused
-        return {k: outs[f"loss.{k}"].float().cpu().numpy() for k in TERMS}
+            self._bufs[s.name][:n] = st[s.name]
+        ring = torch.stack(losses).float().cpu().numpy()  # [k, 4, n]: the run's one host copy
+        return {term: ring[:, i] for i, term in enumerate(TERMS)}
 
-    def keep(self, rows: np.ndarray) -> None:
-        idx = torch.from_numpy(np.flatnonzero(rows)).to(self.device)
-        if idx.numel():
-            for p in self.manifest.params:
-                self._best[p][idx] = self._last[p][idx]
-
-    def best(self) -> dict:
-        return {p: v.cpu().numpy() for p, v in self._best.items()}
+    def read_rows(self, names, rows=None) -> dict:
+        rows = list(range(self.slots)) if rows is None else self._check_rows(rows)
+        return {name: self._bufs[name][rows].cpu().numpy() for name in names}
 
     @torch.no_grad()
-    def render(self, feeds: dict) -> dict:
-        self._require_active()
-        self._check_render(feeds)
-        ins = [self._t(feeds[n]) for n in self.manifest.render_inputs]
+    def render_best(self, rows) -> dict:
+        self._require_open()
+        rows = self._check_rows(rows)
+        ins = [self._bufs[f"best.{name}" if f"best.{name}" in self._bufs else name][rows]
+               for name in self.manifest.render_inputs]
         image, lr_image = self._render_fn(*ins)
         return {"image": image.float().cpu().numpy(), "lr_image": lr_image.float().cpu().numpy()}

@@ -8,7 +8,9 @@ import sys
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure backends on one PULSE workload",
                        description="Run one PULSE workload on each requested backend in one process; "
-                                   "write bench.json, bench.md and bench.png.")
+                                   "write bench.json, bench.md and bench.png. With --stream N: N inputs through "
+                                   "--slots B slots of the engine's scheduler (images/s, latency percentiles); "
+                                   "write stream.json and stream.md.")
     p.add_argument("--generator", default="dcgan", choices=("dcgan", "stylegan1", "mobilestylegan"))
     p.add_argument("--weights", help="synthesis weights (stylegan1; random test weights with --random-weights); "
                                      "mobilestylegan: default the fetched weights (pulse-trt weights fetch)")
@@ -29,10 +31,18 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--cache-dir", default=None, help="artefact cache (default ~/.cache/pulse-trt/artifacts)")
     p.add_argument("-o", "--out", required=True, help="directory for bench.json / bench.md / bench.png")
+    s = p.add_argument_group("stream mode")
+    s.add_argument("--stream", type=int, default=None, metavar="N",
+                   help="stream N inputs (the generator's own faces) through the engine's slots at once")
+    s.add_argument("--slots", type=int, default=8, help="stream mode: slots of the scheduler (default 8)")
+    s.add_argument("--sync-every", type=int, default=None, metavar="K", help="stream mode: steps between host syncs")
+    s.add_argument("--early-stop", action="store_true", help="stream mode: a start ends once its L2 is within eps")
+    s.add_argument("--restarts", type=int, default=0, help="stream mode: extra starts for inputs that missed eps")
+    s.add_argument("--duplicates", type=int, default=1, help="stream mode: starts per input, always run")
 
 
 def run(args) -> int:
-    from ..bench import Workload, run_bench, write_results  # noqa: PLC0415
+    from ..bench import Stream, Workload, run_bench, run_stream, write_results  # noqa: PLC0415
     from ..engine.errors import PulseError  # noqa: PLC0415
 
     if args.steps < 1 or args.repeats < 1 or any(b < 1 for b in args.batch):
@@ -48,8 +58,18 @@ def run(args) -> int:
     if args.random_weights:
         work.weights = "random"
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
-    result = run_bench(work, backends, cache_root=args.cache_dir, device=args.device,
-                       progress=lambda m: print(m, file=sys.stderr))
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.stream is not None:
+        if args.stream < 1 or args.slots < 1 or args.restarts < 0 or args.duplicates < 1 or \
+                (args.sync_every is not None and args.sync_every < 1):
+            raise PulseError("--stream, --slots, --duplicates and --sync-every must be >= 1, --restarts >= 0")
+        if args.backends == "torch,ort":  # the default pair: the reference has no scheduler
+            backends = ("ort",)
+        stream = Stream(inputs=args.stream, slots=args.slots, sync_every=args.sync_every, early_stop=args.early_stop,
+                        restarts=args.restarts, duplicates=args.duplicates)
+        result = run_stream(work, stream, backends, cache_root=args.cache_dir, device=args.device, progress=say)
+    else:
+        result = run_bench(work, backends, cache_root=args.cache_dir, device=args.device, progress=say)
     command = "pulse-trt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
     for p in write_results(result, args.out, command=command):
         print(p)

@@ -35,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="worst relative error accepted by the verification (default: 1e-4 fp32, 5e-2 fp16, 1e-1 bf16)")
     p.add_argument("--allow-unsupported-ops", action="store_true", help="export even when TensorRT's parser would reject a node")
     p.add_argument("--trt-engine", action="store_true", help="also build TensorRT engines (needs tensorrt and a GPU)")
-    p.add_argument("--max-batch", type=int, default=8, help="largest batch of the TensorRT optimisation profile (default: 8)")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch of the TensorRT optimisation profile: the most slots the engines run (default: 8)")
     p.add_argument("-o", "--output", type=Path, required=True, help="artefact directory to create (must not exist or be empty)")
     add_pulse_options(p)
     return p

@@ -28,6 +28,10 @@ _FLAGS = {
     "lr_schedule": ("--lr-schedule", str, SCHEDULES, "learning-rate schedule"),
     "duplicates": ("--duplicates", int, None, "restarts per input (the best is kept)"),
     "seed": ("--seed", int, None, "seed of every start (0 is a seed like any other)"),
+    "restarts": ("--restarts", int, None, "up to this many extra starts per input, each only after the previous "
+                                          "ones missed eps (engine backends)"),
+    "early_stop": ("--early-stop", None, None, "end a start as soon as its L2 is within eps (PULSE itself keeps "
+                                               "improving GEOCROSS to the last step; engine backends)"),
 }
 
 
@@ -35,7 +39,8 @@ def add_pulse_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
     """Add one flag per PulseOptions field to `parser` (in an argument group "PULSE options").
 
     Flags: --loss-str, --eps, --noise-type, --num-trainable-noise-layers, --tile-latent,
-    --bad-noise-layers, --opt-name, --learning-rate, --steps, --lr-schedule, --duplicates, --seed.
+    --bad-noise-layers, --opt-name, --learning-rate, --steps, --lr-schedule, --duplicates, --seed,
+    --restarts, --early-stop.
     Defaults are PulseOptions' defaults. Returns the group.
     """
     group = parser.add_argument_group("PULSE options")

@@ -4,7 +4,7 @@ faces of real photos).
 Flow (nothing is written until every input has passed step 2 and every backend is ready):
   1. Options: PULSE options (cli.options; with --artifacts they default to the manifest's: the
      runtime flags --steps, --seed, --duplicates, --learning-rate, --lr-schedule override it,
-     a graph-option flag that disagrees with it is an error), generator, backend, batch size,
+     a graph-option flag that disagrees with it is an error), generator, backend, slots,
      device.
   2. Inputs. Plain: validate every file (engine.images.load_image: readable, 8-bit, square, a
      side that divides the generator's resolution). --align: every face of every photo, aligned
@@ -14,12 +14,13 @@ Flow (nothing is written until every input has passed step 2 and every backend i
   3. One pulse_trt.api.Pulse per input size; prepare each: backend ort / ort-cuda / tensorrt
      finds the ONNX artefacts (--artifacts DIR, or the cache, exporting them on first use, which
      needs torch), backend torch loads the generator for the PyTorch reference.
-  4. Search each size's inputs in one call (chunks of --batch-size inputs; starts are seeded by
-     the input's index among the inputs of its size, so --batch-size does not change results),
-     with one progress bar over every step of every chunk.
-  5. Per input write NAME_pulse.png, NAME_pulse_lr.png, NAME_pulse_loss.png (matplotlib),
-     NAME.png + NAME_hr.png (--align) and NAME_pulse.json atomically, the JSON last; per run
-     pulse_grid.png (LR nearest | bicubic | PULSE | aligned HR crop when known).
+  4. Submit every input to its backend (Pulse.submit_target: the engine's continuous-batching
+     scheduler runs the starts of all inputs through --slots rows; starts are seeded by the
+     input's index among the inputs of its size, so neither --slots nor the neighbours change
+     results), with one progress bar over every planned step.
+  5. As each input finishes, write NAME_pulse.png, NAME_pulse_lr.png, NAME_pulse_loss.png
+     (matplotlib), NAME.png + NAME_hr.png (--align) and NAME_pulse.json atomically, the JSON
+     last; per run pulse_grid.png (LR nearest | bicubic | PULSE | aligned HR crop when known).
 
 Exit status: 0 when every input was processed, including inputs whose search did not reach
 eps (their outputs are still written, the record says "success": false and a note says so);
@@ -34,7 +35,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -48,6 +51,7 @@ from ..engine.files import remove_stale_temps
 from ..engine.images import expand_inputs, from_chw01, load_image, png_bytes, write_files_atomic
 from ..engine.options import PulseOptions
 from ..engine.result import ImageResult
+from ..engine.scheduler import DEFAULT_SYNC_EVERY
 from ..outputs import GRID_FILE, plan_outputs, write_result
 from .options import _FLAGS as OPTION_FLAGS
 from .options import add_pulse_options
@@ -100,7 +104,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="with --align: side of the LR input (default: 8 for dcgan, 32 for stylegan1 and mobilestylegan; "
                         "the artefacts' with --artifacts)")
     r = p.add_argument_group("run")
-    r.add_argument("--batch-size", type=int, default=1, help="inputs searched together, each with --duplicates restarts (default: 1)")
+    r.add_argument("--slots", "--batch-size", dest="slots", type=int, default=8, metavar="N",
+                   help="rows searched together: every start of every input holds one while it runs, and a "
+                        "freed row takes the next at once (default: 8)")
+    r.add_argument("--sync-every", type=int, default=None, metavar="K",
+                   help=f"steps between the host's looks at the losses, when starts retire and new ones begin "
+                        f"(default: {DEFAULT_SYNC_EVERY}; results do not depend on it without --early-stop)")
     r.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse before doing any work)")
     r.add_argument("--strict", action="store_true", help="exit 1 when any input misses eps (default: 0, with a note per miss)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-input lines (notes and errors still print)")
@@ -125,8 +134,8 @@ def open_backend(args: argparse.Namespace, lr_size: int, options: PulseOptions |
     """The search backend for inputs of one size (a pulse_trt.api.Pulse, not yet prepared)."""
     return Pulse(args.generator, weights=args.weights, mapping=args.mapping, resolution=args.resolution,
                  lr_size=lr_size, options=options, backend=args.backend, precision=args.precision,
-                 artifacts=args.artifacts, cache_dir=args.cache_dir, batch_size=args.batch_size, device=args.device,
-                 weights_dir=args.weights_dir,
+                 artifacts=args.artifacts, cache_dir=args.cache_dir, slots=args.slots, sync_every=args.sync_every,
+                 device=args.device, weights_dir=args.weights_dir,
                  log=log, export_progress=not args.quiet, note=lambda msg: _err(f"pulse-trt: note: {msg}"))
 
 
@@ -204,8 +213,10 @@ def _load_items(args, resolution: int, manifest, generator: str) -> list[Item]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise PulseError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.slots < 1:
+        raise PulseError(f"--slots must be >= 1, got {args.slots}")
+    if args.sync_every is not None and args.sync_every < 1:
+        raise PulseError(f"--sync-every must be >= 1, got {args.sync_every}")
     # 1. Options (and the artefacts' manifest, which fixes them).
     manifest = None
     if args.artifacts is not None:
@@ -251,25 +262,47 @@ def run(args: argparse.Namespace) -> int:
             backend.close()
 
 
+class _Bar:
+    """One tqdm bar over every planned step of every input, fed by per-input progress callbacks
+    from the engine's worker thread."""
+
+    def __init__(self, bar, n: int, planned: int):
+        self.bar, self._lock = bar, threading.Lock()
+        self._done, self._total = [0] * n, [planned] * n
+        bar.total = planned * n
+
+    def callback(self, i: int):
+        def report(done: int, total: int) -> None:
+            with self._lock:
+                step = done - self._done[i]
+                self._done[i], self._total[i] = done, total
+                self.bar.total = sum(self._total)
+                self.bar.update(step)
+        return report
+
+
 def _search_and_write(args, items, plans, groups, backends, options, outdir: Path, written: list[str]) -> int:
     """Steps 4-5; appends to `written` the label of every input once its files are written."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    chunks = sum(-(-len(idx) // args.batch_size) for idx in groups.values())
     say = (lambda msg: None) if args.quiet else tqdm.write
-    successes, t_start, chunk_base = 0, time.perf_counter(), 0
+    successes, t_start = 0, time.perf_counter()
     done: dict[int, ImageResult] = {}
-    with tqdm(total=options.steps * chunks, unit="step", desc="pulse-trt upsample", file=sys.stderr,
-              disable=args.quiet, dynamic_ncols=True) as bar:
+    with tqdm(total=0, unit="step", desc="pulse-trt upsample", file=sys.stderr, disable=args.quiet,
+              dynamic_ncols=True) as bar:
+        report = _Bar(bar, len(items), options.steps * options.duplicates)
+        pending = {}
         for size, idx in groups.items():
-            backend = backends[size]
-            target = np.stack([items[i].target for i in idx])  # [N, 3, lr, lr]
-            results = backend.search(target, progress=lambda d, total: bar.update(1))
-            for pos, (i, res) in enumerate(zip(idx, results)):
+            for pos, i in enumerate(idx):  # seeded by the position among the inputs of its size
+                future = backends[size].submit_target(items[i].target, index=pos, progress=report.callback(i))
+                pending[future] = (i, backends[size])
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in sorted(finished, key=lambda f: pending[f][0]):
+                i, backend = pending.pop(future)
+                res = future.result()  # a search error ends the run (exit 2); written inputs stay complete
                 it, plan = items[i], plans[i]
-                record = _record(args, backend, options, it, plan, res,
-                                 batch={"index": chunk_base + pos // args.batch_size, "row": pos % args.batch_size,
-                                        "size": args.batch_size})
+                record = _record(args, backend, options, it, plan, res)
                 write_result(plan, res.hr, res.lr, record, extra=_extra_files(plan, it, res, options))  # 5.
                 written.append(it.name)
                 done[i] = res
@@ -280,9 +313,9 @@ def _search_and_write(args, items, plans, groups, backends, options, outdir: Pat
                         + _quality_text(record))
                 else:
                     tqdm.write(f"pulse-trt: note: {it.label}: could not find a face that downscales within eps={options.eps:g} "
-                               f"(best L2 {record['min_l2']:.3g} in {options.steps} steps; try more --steps or --duplicates); "
+                               f"(best L2 {record['min_l2']:.3g} in {record['starts']} start(s) of {options.steps} steps; "
+                               f"try more --steps, --duplicates or --restarts); "
                                f"wrote {plan.hr.name} anyway, its record says success: false", file=sys.stderr)
-            chunk_base += -(-len(idx) // args.batch_size)
     grid = _write_grid(items, done, outdir)
     total = len(items)
     if not args.quiet:
@@ -331,7 +364,7 @@ def _write_grid(items: list[Item], done: dict[int, ImageResult], outdir: Path) -
     return path
 
 
-def _record(args, backend: Pulse, options: PulseOptions, it: Item, plan, res: ImageResult, *, batch: dict) -> dict:
+def _record(args, backend: Pulse, options: PulseOptions, it: Item, plan, res: ImageResult) -> dict:
     """The JSON record of one input: the search's record plus what a reader needs to reproduce
     and judge it.
 
@@ -367,9 +400,10 @@ def _record(args, backend: Pulse, options: PulseOptions, it: Item, plan, res: Im
         "output_l2": float(np.mean((res.lr.astype(np.float64) - target) ** 2)),
         "output_l2_uint8": float(np.mean((lr_of_file - y_u8) ** 2)),
         "quality": quality_record(res.hr, it.truth, res.lr, target),
-        **search,  # best_step, steps, terms, restart, seconds
-        "seconds_note": "wall time of the search call over every input of this size (export and generator load excluded)",
-        "batch": batch,
+        **search,  # best_step, steps, terms, restart, starts, search_steps, seconds
+        "seconds_note": "from the input's submission to its result, waiting for a slot included (export and "
+                        "generator load excluded)",
+        "engine": {"slots": args.slots, "sync_every": args.sync_every or DEFAULT_SYNC_EVERY},
         "lr_size": lr_size,
         "hr_size": hr_size,
         "factor": factor,

@@ -1,6 +1,7 @@
 """Helpers of the CLI tests: small PNGs and a fake search backend."""
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +33,19 @@ def noise_png(path: Path, side: int = 8, seed: int = 0) -> Path:
 class FakeBackends:
     """Stands in for upsample.open_backend (a pulse_trt.api.Pulse per input size) without a
     generator: hr = nearest-neighbour upscale of the target, so a constant target is matched
-    exactly (L2 = 0, success) and a noisy one is not. Records every search call's targets in
-    `batches` (one call per input size); raises KeyboardInterrupt on call number `interrupt_at`."""
+    exactly (L2 = 0, success) and a noisy one is not. Records every submitted input as
+    (lr size, index, target) in `submitted`; the future of submission number `interrupt_at`
+    raises KeyboardInterrupt (as Ctrl-C while waiting for it)."""
 
     def __init__(self, resolution: int = 64, interrupt_at: int | None = None):
         self.resolution = resolution
         self.interrupt_at = interrupt_at
-        self.batches: list[np.ndarray] = []
+        self.submitted: list[tuple[int, int, np.ndarray]] = []
         self.opened: list[int] = []
 
     def __call__(self, args, lr_size, options, log):
         self.opened.append(lr_size)
-        return FakeBackend(self, options, args.batch_size)
+        return FakeBackend(self, options, args.slots)
 
 
 class FakeBackend:
@@ -53,8 +55,8 @@ class FakeBackend:
     precision = "fp32"
     device = "cpu"
 
-    def __init__(self, owner: FakeBackends, options, batch_size: int):
-        self.owner, self.options, self.batch_size = owner, options, batch_size
+    def __init__(self, owner: FakeBackends, options, slots: int):
+        self.owner, self.options, self.slots = owner, options, slots
         self.spec = GeneratorSpec(name="fake", resolution=owner.resolution, latent_dim=4, num_ws=1)
         self.resolution = owner.resolution
 
@@ -67,25 +69,25 @@ class FakeBackend:
     def close(self) -> None:
         pass
 
-    def search(self, targets, progress=None):
-        options = self.options
-        if self.owner.interrupt_at is not None and len(self.owner.batches) == self.owner.interrupt_at:
-            raise KeyboardInterrupt
-        self.owner.batches.append(np.array(targets))
-        chunks = -(-len(targets) // self.batch_size)
-        for j in range(options.steps * chunks):
+    def submit_target(self, target, *, index=0, progress=None) -> Future:
+        options, future = self.options, Future()
+        future.set_running_or_notify_cancel()
+        if self.owner.interrupt_at is not None and len(self.owner.submitted) == self.owner.interrupt_at:
+            self.owner.submitted.append((target.shape[-1], index, np.array(target)))
+            future.set_exception(KeyboardInterrupt())
+            return future
+        self.owner.submitted.append((target.shape[-1], index, np.array(target)))
+        for j in range(options.steps):
             if progress is not None:
-                progress(j + 1, options.steps * chunks)
-        f = self.resolution // targets.shape[-1]
-        hr = np.repeat(np.repeat(targets, f, axis=2), f, axis=3).astype(np.float32)  # [N, 3, R, R]
-        lr = downscale(hr, f)
-        out = []
-        for i in range(len(targets)):
-            l2 = float(np.mean((lr[i].astype(np.float64) - targets[i]) ** 2))
-            terms = {"L2": max(l2, options.eps), "L1": 0.0, "GEOCROSS": 0.0, "TOTAL": 100 * max(l2, options.eps)}
-            record = {"input": i, "restart": 0, "success": l2 <= options.eps, "l2": terms["L2"], "min_l2": terms["L2"],
-                      "eps": options.eps, "best_step": 0, "steps": options.steps, "terms": terms, "seconds": 0.01,
-                      "backend": "fake"}
-            history = {"L2": [terms["L2"]] * options.steps, "GEOCROSS": [0.0] * options.steps}
-            out.append(ImageResult(hr=hr[i], lr=lr[i], record=record, history=history))
-        return out
+                progress(j + 1, options.steps)
+        f = self.resolution // target.shape[-1]
+        hr = np.repeat(np.repeat(target, f, axis=1), f, axis=2).astype(np.float32)  # [3, R, R]
+        lr = downscale(hr[None], f)[0]
+        l2 = float(np.mean((lr.astype(np.float64) - target) ** 2))
+        terms = {"L2": max(l2, options.eps), "L1": 0.0, "GEOCROSS": 0.0, "TOTAL": 100 * max(l2, options.eps)}
+        record = {"input": index, "restart": 0, "starts": 1, "success": l2 <= options.eps, "l2": terms["L2"],
+                  "min_l2": terms["L2"], "eps": options.eps, "best_step": 0, "steps": options.steps, "terms": terms,
+                  "search_steps": options.steps, "seconds": 0.01, "backend": "fake"}
+        history = {"L2": [terms["L2"]] * options.steps, "GEOCROSS": [0.0] * options.steps}
+        future.set_result(ImageResult(hr=hr, lr=lr, record=record, history=history))
+        return future

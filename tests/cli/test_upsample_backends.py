@@ -1,7 +1,7 @@
 """`pulse-trt upsample` over its backends: ONNX Runtime by default with artefacts exported on
 first use and reused after; --artifacts in a process where torch cannot be imported; the
 one-line errors without torch or with artefacts that disagree with the flags; results that do
-not depend on --batch-size (torch and ort); torch and ort agreeing; --align on the astronaut."""
+not depend on --slots (torch and ort); torch and ort agreeing; --align on the astronaut."""
 from __future__ import annotations
 
 import json
@@ -174,7 +174,7 @@ def test_artifacts_take_one_input_size(cli, tmp_path, artifacts5):
     assert not (tmp_path / "out").exists()
 
 
-# ---- batching does not change results -----------------------------------------------------------
+# ---- slots do not change results ----------------------------------------------------------------
 
 def _run(cli, out, inputs, *argv):
     rc, _, err = cli("upsample", *inputs, "-o", out, "--steps", FAST_STEPS, "-q", *argv)
@@ -183,17 +183,20 @@ def _run(cli, out, inputs, *argv):
 
 
 @pytest.mark.parametrize("backend", ["ort", "torch"])
-def test_batch_size_does_not_change_results(cli, tmp_path, dcgan_faces, artifacts5, backend):
-    """Every input's start is seeded by its index among the inputs, not by its chunk: the same
-    three faces at --batch-size 1 and 3 give the same searches. Bits may differ (float sums over
-    another batch shape), so: L2 to 1e-5 relative and PNGs within one 8-bit level, where a wrong
-    seed would start from another latent and end elsewhere."""
-    one = _run(cli, tmp_path / "b1", dcgan_faces, "--backend", backend, "--batch-size", 1)
-    three = _run(cli, tmp_path / "b3", dcgan_faces, "--backend", backend, "--batch-size", 3)
+def test_slots_do_not_change_results(cli, tmp_path, dcgan_faces, artifacts5, backend):
+    """Every input's start is seeded by its index among the inputs, not by its slot or chunk:
+    the same three faces at --slots 1 and 3 (--batch-size is the same option) give the same
+    searches. The reference's bits may differ (float sums over another batch shape), so: L2 to
+    1e-5 relative and PNGs within one 8-bit level, where a wrong seed would start from another
+    latent and end elsewhere; the engine's rows are bit-independent on ORT CPU."""
+    one = _run(cli, tmp_path / "b1", dcgan_faces, "--backend", backend, "--slots", 1)
+    three = _run(cli, tmp_path / "b3", dcgan_faces, "--backend", backend, "--batch-size", 3, "--sync-every", 2)
     for p in dcgan_faces:
         a, b = one[p.stem], three[p.stem]
         assert a["backend"] == b["backend"] == backend
-        assert (a["batch"]["size"], b["batch"]["size"]) == (1, 3)
+        assert (a["engine"]["slots"], b["engine"]["slots"]) == (1, 3)
+        if backend == "ort":
+            assert a["min_l2"] == b["min_l2"] and a["terms"] == b["terms"]
         assert a["success"] == b["success"] and a["best_step"] == b["best_step"]
         assert a["min_l2"] == pytest.approx(b["min_l2"], rel=1e-5)
         hr_a = np.asarray(Image.open(tmp_path / "b1" / f"{p.stem}_pulse.png")).astype(int)
@@ -204,8 +207,8 @@ def test_batch_size_does_not_change_results(cli, tmp_path, dcgan_faces, artifact
 
 
 def test_torch_and_ort_agree(cli, tmp_path, dcgan_faces, artifacts5):
-    ort = _run(cli, tmp_path / "ort", dcgan_faces, "--batch-size", 2)
-    ref = _run(cli, tmp_path / "torch", dcgan_faces, "--backend", "torch", "--batch-size", 3)
+    ort = _run(cli, tmp_path / "ort", dcgan_faces, "--slots", 2)
+    ref = _run(cli, tmp_path / "torch", dcgan_faces, "--backend", "torch", "--slots", 3)
     for p in dcgan_faces:
         a, b = ort[p.stem], ref[p.stem]
         assert (a["backend"], b["backend"]) == ("ort", "torch") and b["artifacts_key"] is None

@@ -1,5 +1,5 @@
 """`pulse-trt upsample`: bad inputs fail before any work with one line and nothing written;
-overwrite protection; batching with per-image records; Ctrl-C; real runs on the embedded dcgan
+overwrite protection; submissions with per-image records; Ctrl-C; real runs on the embedded dcgan
 (default backend: ONNX Runtime, artefacts from the session cache; see conftest.py)."""
 from __future__ import annotations
 
@@ -73,12 +73,15 @@ def test_bad_input_one_line_nothing_written(cli, tmp_path, fake_runner, case):
     rc, stdout, err = cli("upsample", good, path, "-o", out, "--steps", 2)
     _assert_one_line_error(rc, err, word)
     assert not out.exists()  # validated before anything: not even the folder
-    assert fake_runner.batches == []  # and no search started
+    assert fake_runner.submitted == []  # and no search started
 
 
 @pytest.mark.parametrize("argv, word", [
     (["--steps", "0"], "steps must be an integer >= 1"),
-    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--batch-size", "0"], "--slots must be >= 1"),
+    (["--slots", "0"], "--slots must be >= 1"),
+    (["--sync-every", "0"], "--sync-every must be >= 1"),
+    (["--restarts", "-1"], "restarts must be an integer >= 0"),
     (["--loss-str", "100*L3"], "unknown loss term"),
     (["--resolution", "128"], "dcgan makes 64x64 faces only"),
     (["--generator", "stylegan1", "--resolution", "100"], "power of two"),
@@ -158,22 +161,21 @@ def test_overwrite_protection(cli, tmp_path, fake_runner):
     _assert_one_line_error(rc, err, "a_pulse.png already exists")
 
 
-def test_batches_and_per_image_success(cli, tmp_path, fake_runner):
-    # Three 8x8 inputs (constant: matched exactly; noise: missed) and one 16x16, batch size 2:
-    # one search call per size ([8px #0, #1, #2] in chunks [#0, #1], [#2]; then [16px]).
+def test_submissions_and_per_image_success(cli, tmp_path, fake_runner):
+    # Three 8x8 inputs (constant: matched exactly; noise: missed) and one 16x16, 2 slots: every
+    # input is submitted to the backend of its size, keyed by its index among the inputs of that
+    # size (its starts' seeds).
     paths = [constant_png(tmp_path / "c0.png"), noise_png(tmp_path / "n1.png"), constant_png(tmp_path / "c2.png", value=(1, 2, 3)),
              constant_png(tmp_path / "c16.png", side=16)]
     out = tmp_path / "out"
-    rc, stdout, err = cli("upsample", *paths, "-o", out, "--steps", 2, "--batch-size", 2)
+    rc, stdout, err = cli("upsample", *paths, "-o", out, "--steps", 2, "--slots", 2)
     assert rc == 0  # a miss is not an error
-    assert [b.shape for b in fake_runner.batches] == [(3, 3, 8, 8), (1, 3, 16, 16)]
+    assert [(size, index) for size, index, _ in fake_runner.submitted] == [(8, 0), (8, 1), (8, 2), (16, 0)]
     assert fake_runner.opened == [8, 16]
     recs = {p.stem: json.loads((out / f"{p.stem}_pulse.json").read_text()) for p in paths}
     assert {k: r["success"] for k, r in recs.items()} == {"c0": True, "n1": False, "c2": True, "c16": True}
     assert recs["n1"]["l2"] > 2e-3 and recs["n1"]["output_l2"] > 2e-3
-    assert (recs["c0"]["batch"], recs["n1"]["batch"], recs["c2"]["batch"]) == (
-        {"index": 0, "row": 0, "size": 2}, {"index": 0, "row": 1, "size": 2}, {"index": 1, "row": 0, "size": 2})
-    assert recs["c16"]["batch"] == {"index": 2, "row": 0, "size": 2}
+    assert recs["c0"]["engine"] == {"slots": 2, "sync_every": 4} and recs["c0"]["starts"] == 1
     assert recs["c16"]["factor"] == 4
     assert (out / "n1_pulse.png").exists()  # a miss still writes its outputs
     notes = [line for line in err.splitlines() if line.startswith("pulse-trt: note:")]
@@ -234,7 +236,7 @@ def test_dcgan_subprocess_run(tmp_path, dcgan_faces, artifacts5):
 
 def test_dcgan_batch_records_match_files(cli, tmp_path, dcgan_faces, artifacts5):
     out = tmp_path / "out"
-    rc, stdout, err = cli("upsample", *dcgan_faces, "-o", out, "--steps", 5, "--batch-size", 2, "-q")
+    rc, stdout, err = cli("upsample", *dcgan_faces, "-o", out, "--steps", 5, "--slots", 2, "-q")
     assert rc == 0, err
     for p in dcgan_faces:
         rec = json.loads((out / f"{p.stem}_pulse.json").read_text())

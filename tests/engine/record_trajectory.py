@@ -33,15 +33,15 @@ def dcgan_target(lr_size: int = 8) -> np.ndarray:
 
 
 def record_toy(out: Path) -> None:
-    from pulse_trt.engine.loop import chunk_feeds  # noqa: PLC0415
     from pulse_trt.engine.manifest import load_manifest  # noqa: PLC0415
+    from pulse_trt.engine.scheduler import start_rows  # noqa: PLC0415
     from pulse_trt.engine.state import job_rows  # noqa: PLC0415
     from toy_artifacts import toy_search_ref, write_toy_artifacts  # noqa: PLC0415
 
     m = load_manifest(write_toy_artifacts(tempfile.mkdtemp(), duplicates=2))
     y = np.random.default_rng(TARGET_SEED).uniform(0.3, 0.7, (2, 3, 2, 2)).astype(np.float32)
-    feeds, start = chunk_feeds(m, np.repeat(y, 2, axis=0), job_rows(2, 2))
-    hist, _, _ = toy_search_ref(feeds["target"], m.options, start.latent, start.noise)
+    feeds = start_rows(m, m.options, np.repeat(y, 2, axis=0), job_rows(2, 2))
+    hist, _, _ = toy_search_ref(feeds["target"], m.options, feeds["start.latent"], [feeds["start.noise0"], feeds["noise1"]])
     out.write_text(json.dumps({"targets": y.tolist(), "options": m.options.to_dict(),
                                "terms": {k: v.T.tolist() for k, v in hist.items()}}, indent=None))
 

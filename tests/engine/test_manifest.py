@@ -36,6 +36,9 @@ def test_reads_the_toy_manifest(toy_dir):
     assert m.noise_roles == ("trainable", "frozen", "zero")
     assert m.params == ("latent", "noise0") and m.frozen == ("noise1",)
     assert m.moments == ("m.latent", "v.latent", "m.noise0", "v.noise0")
+    assert m.trackers == ("best.latent", "best.noise0", "best.loss", "min.L2")
+    assert m.starts == ("start.latent", "start.noise0")
+    assert m.row_inputs == ("target", "start.latent", "start.noise0", "radius.latent", "radius.noise0", "noise1")
     assert m.step_inputs["latent"].concrete(5) == (5, 1, 6)
     assert m.step_path.name == "step.onnx" and m.render_path.is_file()
 
@@ -54,6 +57,14 @@ def test_corrupt_and_wrong_format(copy_dir):
     (copy_dir / "manifest.json").write_text(json.dumps({"format": "pulse-trt-artifacts/0"}))
     with pytest.raises(PulseError, match="format"):
         load_manifest(copy_dir)
+
+
+def test_contract_1_artefacts_are_a_one_line_re_export_error(copy_dir):
+    _edit(copy_dir, lambda m: m.update(format="pulse-trt-artifacts/1"))
+    with pytest.raises(PulseError) as e:
+        load_manifest(copy_dir)
+    msg = str(e.value)
+    assert "\n" not in msg and "contract 1" in msg and "re-export" in msg and "pulse-trt export" in msg
 
 
 def test_missing_graph_file(copy_dir):
@@ -75,6 +86,9 @@ def test_missing_graph_file(copy_dir):
     (lambda m: m["render"]["inputs"].pop(), "render graph inputs"),
     (lambda m: [e for e in m["step"]["inputs"] if e["name"] == "radius.noise0"][0].update(name="radius.x"), "radius.noise0"),
     (lambda m: m["step"]["inputs"][3].update(dtype="float16"), "float32"),
+    (lambda m: m["step"]["inputs"][1].update(shape=[]), "'lr'"),  # contract 1's scalar lr
+    (lambda m: m["state"].pop(), "'min.L2' is not in the state"),
+    (lambda m: [e for e in m["step"]["inputs"] if e["name"] == "start.noise0"][0].update(name="start.x"), "start.noise0"),
 ])
 def test_incompatible_manifests_are_one_line_errors(copy_dir, edit, match):
     _edit(copy_dir, edit)

@@ -31,7 +31,7 @@ SEARCH = textwrap.dedent("""
     from pulse_trt.engine.api import PulseEngine
     from pulse_trt.engine.result import to_uint8
     art = sys.argv[1]
-    with PulseEngine(art, batch_size=4) as engine:
+    with PulseEngine(art, slots=4) as engine:
         n = engine.lr_size
         rgb = (np.arange(n * n * 3) % 251).astype(np.uint8).reshape(n, n, 3)
         results = engine.upsample([rgb, rgb[::-1].copy()])

@@ -1,6 +1,6 @@
-"""Runtime options (steps, seed, duplicates, learning_rate, lr_schedule) over fixed artefacts:
-engine.options.graph_options, Manifest.runtime_options / resolve_options, run_search(options=)
-and PulseEngine.search(options=) on the toy artefacts (against the float64 numpy reference), and
+"""Runtime options (steps, seed, duplicates, learning_rate, lr_schedule, restarts, early_stop)
+over fixed artefacts: engine.options.graph_options, Manifest.runtime_options / resolve_options,
+the scheduler's requests and PulseEngine.search(options=) on the toy artefacts (against the float64 numpy reference), and
 on the exported dcgan against export/reference.py's pulse_search (slow: exports with torch)."""
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import pytest
 
 from pulse_trt.engine.api import PulseEngine
 from pulse_trt.engine.errors import PulseError
-from pulse_trt.engine.loop import chunk_feeds, run_search
 from pulse_trt.engine.manifest import load_manifest
 from pulse_trt.engine.options import RUNTIME_OPTIONS, PulseOptions, graph_options
 from pulse_trt.engine.runner_ort import OrtRunner
+from pulse_trt.engine.scheduler import start_rows
 from pulse_trt.engine.state import job_rows
 
+from searching import search
 from toy_artifacts import seal, toy_search_ref
 
 
@@ -29,7 +30,8 @@ def _targets(n, seed=5):
 def test_graph_options_are_the_others():
     o = PulseOptions(steps=3, seed=7, eps=1e-3)
     g = graph_options(o)
-    assert set(RUNTIME_OPTIONS) == {"steps", "seed", "duplicates", "learning_rate", "lr_schedule"}
+    assert set(RUNTIME_OPTIONS) == {"steps", "seed", "duplicates", "learning_rate", "lr_schedule", "restarts",
+                                    "early_stop"}
     assert set(g) == set(o.to_dict()) - set(RUNTIME_OPTIONS)
     assert g["eps"] == 1e-3 and g["loss_str"] == "100*L2+0.05*GEOCROSS" and g["opt_name"] == "adam"
     assert graph_options(replace(o, steps=99, seed=1, duplicates=3, learning_rate=0.1, lr_schedule="fixed")) == g
@@ -71,7 +73,7 @@ def test_resolve_options(toy_dir):
         m.resolve_options({"steps": 3})
 
 
-def test_run_search_with_runtime_options_matches_the_reference(toy_dir):
+def test_search_with_runtime_options_matches_the_reference(toy_dir):
     """steps 3 (manifest: 20), seed 9, duplicates 1 (manifest: 2), fixed lr 0.05: the search runs
     exactly 3 steps from seed 9's starts, with the fixed schedule, as the numpy reference does."""
     m = load_manifest(toy_dir)
@@ -80,26 +82,26 @@ def test_run_search_with_runtime_options_matches_the_reference(toy_dir):
     y = _targets(2)
     seen = []
     with OrtRunner(m) as r:
-        results = run_search(r, y, options=o, progress=lambda d, t: seen.append((d, t)))
-    assert seen == [(1, 3), (2, 3), (3, 3)]
-    feeds, start = chunk_feeds(m, y, job_rows(2, 1), o)
-    ref, _, _ = toy_search_ref(feeds["target"], o, start.latent, start.noise)  # [3, 2] per term
+        results, _ = search(r, y, options=o, sync_every=1, progress=lambda i: lambda d, t: seen.append((i, d, t)))
+    assert seen == [(i, d, 3) for d in (1, 2, 3) for i in (0, 1)]
+    feeds = start_rows(m, o, y, job_rows(2, 1))
+    ref, _, _ = toy_search_ref(feeds["target"], o, feeds["start.latent"], [feeds["start.noise0"], feeds["noise1"]])
     for i, res in enumerate(results):
         assert len(res.history["TOTAL"]) == 3 and res.record["steps"] == 3 and res.record["restart"] == 0
         assert res.record["options"] == o.to_dict()
         np.testing.assert_allclose(res.history["TOTAL"], ref["TOTAL"][:, i], rtol=2e-5)
         np.testing.assert_allclose(res.history["L2"], ref["L2"][:, i], rtol=2e-5)
     # another seed: other starts, other losses; the manifest's seed is the default
-    feeds0, _ = chunk_feeds(m, y, job_rows(2, 1))
-    assert not np.allclose(feeds0["latent"], feeds["latent"])
+    feeds0 = start_rows(m, m.options, y, job_rows(2, 1))
+    assert not np.allclose(feeds0["start.latent"], feeds["start.latent"])
 
 
 def test_default_options_are_the_manifests(toy_dir):
     m = load_manifest(toy_dir)
     y = _targets(1)
     with OrtRunner(m) as r:
-        a, = run_search(r, y)
-        b, = run_search(r, y, options=m.options)
+        (a,), _ = search(r, y)
+        (b,), _ = search(r, y, options=m.options)
     assert a.record["options"] == m.options.to_dict() and len(a.history["TOTAL"]) == 20
     np.testing.assert_array_equal(a.history["TOTAL"], b.history["TOTAL"])
 
@@ -108,7 +110,7 @@ def test_graph_option_mismatch_is_one_line_before_any_work(toy_dir):
     m = load_manifest(toy_dir)
     with OrtRunner(m) as r:
         with pytest.raises(PulseError) as e:
-            run_search(r, _targets(1), options=replace(m.options, noise_type="zero"))
+            search(r, _targets(1), options=replace(m.options, noise_type="zero"))
     assert "\n" not in str(e.value) and "noise_type='zero'" in str(e.value) and "re-export" in str(e.value)
     with PulseEngine(toy_dir) as engine:
         with pytest.raises(PulseError, match="loss_str"):
@@ -119,7 +121,7 @@ def test_engine_search_and_upsample_take_options(toy_dir):
     m = load_manifest(toy_dir)
     o = replace(m.options, steps=4, seed=3)
     rgb = (np.arange(12, dtype=np.uint8) * 20).reshape(2, 2, 3)
-    with PulseEngine(toy_dir, batch_size=3) as engine:
+    with PulseEngine(toy_dir, slots=3) as engine:
         a, = engine.upsample([rgb], options=o)
         b, = engine.search(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255, options=o)
         c, = engine.upsample([rgb])
@@ -144,8 +146,8 @@ def test_dcgan_with_other_seed_and_steps_matches_the_torch_reference(dcgan, dcga
     y = np.random.default_rng(11).uniform(0.2, 0.8, (2, 3, 8, 8)).astype(np.float32)
     ref = pulse_search(dcgan, y, o)
     with OrtRunner(m) as r:
-        got = run_search(r, y, options=o)
-        default = run_search(r, y, batch_size=2)
+        got, _ = search(r, y, options=o)
+        default, _ = search(r, y, slots=2)
     for a, b, d in zip(ref, got, default):
         assert len(b.history["TOTAL"]) == 12 and b.record["steps"] == 12 and b.record["options"] == o.to_dict()
         assert b.record["restart"] == a.record["restart"] and b.record["success"] == a.record["success"]

@@ -3,7 +3,7 @@
 1. Teacher-forced, every step of 100: from the engine's own state before step j, the torch
    step function (export/step.py, the computation step.onnx was traced from, whose optimiser
    follows torch.optim) gives the same four loss terms within 1e-4 relative, and the same next
-   state.
+   state (best iterate and smallest L2 included).
 2. Free-running against export/reference.py's pulse_search (torch.optim): per-step terms within
    1e-4 for the first steps, the same success verdicts and restart choices.
 On the embedded dcgan, a small stylegan1 (random weights, 16 px, 8 channels) and a small
@@ -16,10 +16,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pulse_trt.engine.loop import chunk_feeds, run_search  # noqa: E402
 from pulse_trt.engine.manifest import load_manifest  # noqa: E402
 from pulse_trt.engine.runner_ort import OrtRunner  # noqa: E402
+from pulse_trt.engine.scheduler import start_rows  # noqa: E402
 from pulse_trt.engine.state import job_rows  # noqa: E402
+
+from searching import search  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -48,22 +50,25 @@ def test_teacher_forced_steps_match_the_torch_step(case):
     m = load_manifest(art)
     fn = make_step_fn(gen, m.options, m.lr_size)
     rows = job_rows(2, m.options.duplicates)
-    feeds, _ = chunk_feeds(m, np.repeat(_targets(2, m.lr_size), m.options.duplicates, axis=0), rows)
+    feeds = start_rows(m, m.options, np.repeat(_targets(2, m.lr_size), m.options.duplicates, axis=0), rows)
+    b = len(rows)
     worst = 0.0
+    names = [s.name for s in m.state]
     with OrtRunner(m) as r:
-        r.load(feeds)
+        r.open(b)
+        r.write_rows(list(range(b)), feeds)
         for j in range(m.options.steps):
-            state = r.current()
-            named = {**feeds, **state, "lr": np.array(m.options.lr_at(j), np.float32),
-                     "t": np.array(j + 1, np.float32)}
+            state = r.read_rows(names)
+            named = {**feeds, **state, "lr": np.full(b, m.options.lr_at(j), np.float32),
+                     "t": np.full(b, j + 1, np.float32)}
             with torch.no_grad():
                 ref = dict(zip(fn.output_names, fn(*[torch.from_numpy(named[n]) for n in fn.input_names])))
-            terms = r.step(m.options.lr_at(j), j + 1)
+            terms = r.run(b, named["lr"][None], named["t"][None])
             for term, got in terms.items():
                 want = ref[f"loss.{term}"].numpy()
-                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7, err_msg=f"step {j} {term}")
-                worst = max(worst, float(np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-7))))
-            nxt = r.current()
+                np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-7, err_msg=f"step {j} {term}")
+                worst = max(worst, float(np.max(np.abs(got[0] - want) / np.maximum(np.abs(want), 1e-7))))
+            nxt = r.read_rows(names)
             for s in m.state:
                 np.testing.assert_allclose(nxt[s.name], ref[s.next].numpy(), rtol=1e-3, atol=1e-4,
                                            err_msg=f"step {j} {s.next}")
@@ -78,7 +83,7 @@ def test_free_running_search_matches_the_reference(case):
     y = _targets(2, m.lr_size)
     ref = pulse_search(gen, y, m.options)
     with OrtRunner(m) as r:
-        got = run_search(r, y, batch_size=3)
+        got, _ = search(r, y, slots=3)
     for a, b in zip(ref, got):
         assert b.record["success"] == a.record["success"]
         assert b.record["restart"] == a.record["restart"]

@@ -6,7 +6,9 @@ maps n_i (roles: noise0 trainable, noise1 frozen, noise2 zero). Its "downscale" 
 P, so lr = Q v + sum_i S_i n_i + q with Q = P A, S_i = P N_i, q = P c. Loss terms as PULSE's:
 L2 = max(eps, mean (lr - y)^2), L1 = 10 max(eps, mean |lr - y|), GEOCROSS = 0 (one latent row),
 TOTAL = 100 L2 + 0.05 GEOCROSS; the gradient is written by hand; Adam as torch.optim.Adam; the
-spherical projection as PULSE's.
+spherical projection as PULSE's. Graph contract 2 (docs/artifacts.md): lr and t per row, a row
+with t = 1 starts from start.X, a row with t = 0 does not move, best.X / best.loss / min.L2
+tracked in the step.
 """
 from __future__ import annotations
 
@@ -70,16 +72,34 @@ def write_toy_artifacts(out_dir, **options) -> Path:
               _init("Q", q_mat), _init("S0", s0), _init("eps", eps), _init("nlr", float(n_lr)),
               _init("ten", 10.0), _init("wl2", w_l2), _init("two_over_n", 2.0 / n_lr), _init("zero", 0.0),
               _init("one", 1.0), _init("b1", 0.9), _init("b2", 0.999), _init("ob1", 0.1), _init("ob2", 0.001),
-              _init("aeps", 1e-8), _init("seps", 1e-9),
+              _init("aeps", 1e-8), _init("seps", 1e-9), _init("half", 0.5), _init("one_half", 1.5),
+              _init("nan", np.nan), _init("inf", np.inf),
               numpy_helper.from_array(np.array([0, -1], np.int64), "flat"),
               numpy_helper.from_array(np.array([0, 1, D], np.int64), "lat_shape"),
               numpy_helper.from_array(np.array([0, 1, 2, 2], np.int64), "map_shape"),
               numpy_helper.from_array(np.array([2], np.int64), "ax2"),
+              numpy_helper.from_array(np.array([1, 2], np.int64), "ax12"),
               numpy_helper.from_array(np.array([1, 2, 3], np.int64), "ax123"),
               numpy_helper.from_array(np.array([1], np.int64), "ax1")]
+    # per-row flags: live = t > 0.5, fresh = live and t < 1.5, as [B], [B, 1, 1], [B, 1, 1, 1]
+    node("Greater", ["t", "half"], ["live"])
+    node("Less", ["t", "one_half"], ["below2"])
+    node("And", ["live", "below2"], ["fresh"])
+    for f in ("live", "fresh"):
+        node("Unsqueeze", [f, "ax12"], [f"{f}3"])
+        node("Unsqueeze", [f, "ax123"], [f"{f}4"])
+    rank = {"latent": "3", "noise0": "4"}
+    # fresh rows start over: state from start.X, zero moments, best = start, no best loss, min.L2 = inf
+    for x in ("latent", "noise0"):
+        node("Where", [f"fresh{rank[x]}", f"start.{x}", x], [f"{x}_in"])
+        node("Where", [f"fresh{rank[x]}", f"start.{x}", f"best.{x}"], [f"best_{x}_in"])
+        for mom in ("m", "v"):
+            node("Where", [f"fresh{rank[x]}", "zero", f"{mom}.{x}"], [f"{mom}_{x}_in"])
+    node("Where", ["fresh", "nan", "best.loss"], ["best_loss_in"])
+    node("Where", ["fresh", "inf", "min.L2"], ["min_l2_in"])
     # forward: lr = v Q^T + n0 S0^T + n1 S1^T + q                       [B, 12]
-    node("Reshape", ["latent", "flat"], ["v2"], allowzero=0)
-    node("Reshape", ["noise0", "flat"], ["n0"], allowzero=0)
+    node("Reshape", ["latent_in", "flat"], ["v2"], allowzero=0)
+    node("Reshape", ["noise0_in", "flat"], ["n0"], allowzero=0)
     node("Reshape", ["noise1", "flat"], ["n1"], allowzero=0)
     node("MatMul", ["v2", "QT"], ["lv"])
     node("MatMul", ["n0", "S0T"], ["l0"])
@@ -98,6 +118,22 @@ def write_toy_artifacts(out_dir, **options) -> Path:
     node("Mul", ["mae_c", "ten"], ["loss.L1"])
     node("Mul", ["mse", "zero"], ["loss.GEOCROSS"])
     node("Mul", ["loss.L2", "wl2"], ["loss.TOTAL"])
+    # best iterate (TrajectoryTracker's rule) and smallest L2, live rows only
+    node("Less", ["loss.TOTAL", "best_loss_in"], ["lower"])
+    node("IsNaN", ["best_loss_in"], ["no_best"])
+    node("IsNaN", ["loss.TOTAL"], ["total_nan"])
+    node("Not", ["total_nan"], ["total_num"])
+    node("And", ["no_best", "total_num"], ["first"])
+    node("Or", ["lower", "first"], ["better"])
+    node("And", ["live", "better"], ["improved"])
+    node("Unsqueeze", ["improved", "ax12"], ["improved3"])
+    node("Unsqueeze", ["improved", "ax123"], ["improved4"])
+    node("Where", ["improved", "loss.TOTAL", "best_loss_in"], ["next.best.loss"])
+    node("Less", ["loss.L2", "min_l2_in"], ["l2_lower"])
+    node("And", ["live", "l2_lower"], ["l2_take"])
+    node("Where", ["l2_take", "loss.L2", "min_l2_in"], ["next.min.L2"])
+    for x in ("latent", "noise0"):
+        node("Where", [f"improved{rank[x]}", f"{x}_in", f"best_{x}_in"], [f"next.best.{x}"])
     # gradient: dTOTAL/dlr = wl2 * [mse > eps] * 2/n * diff                [B, 12]
     node("Greater", ["mse", "eps"], ["active_b"])
     node("Cast", ["active_b"], ["active"], to=TensorProto.FLOAT)
@@ -109,40 +145,49 @@ def write_toy_artifacts(out_dir, **options) -> Path:
     node("MatMul", ["glr", "S0"], ["gn2"])  # [B, 4]
     node("Reshape", ["gv2", "lat_shape"], ["g.latent"], allowzero=0)
     node("Reshape", ["gn2", "map_shape"], ["g.noise0"], allowzero=0)
-    # adam (torch.optim.Adam single-tensor) + sphere projection, per param
+    # adam (torch.optim.Adam single-tensor) with per-row lr and t, + sphere projection, per param
     node("Pow", ["b1", "t"], ["b1t"])
     node("Pow", ["b2", "t"], ["b2t"])
     node("Sub", ["one", "b1t"], ["bc1"])
     node("Sub", ["one", "b2t"], ["bc2"])
-    node("Sqrt", ["bc2"], ["bc2s"])
-    node("Div", ["lr", "bc1"], ["stepsize"])
+    node("Sqrt", ["bc2"], ["bc2s_b"])
+    node("Div", ["lr", "bc1"], ["stepsize_b"])
     for x, axes in (("latent", "ax2"), ("noise0", "ax123")):
+        r = rank[x]
+        node("Unsqueeze", ["bc2s_b", "ax12" if r == "3" else "ax123"], [f"{x}_bc2s"])
+        node("Unsqueeze", ["stepsize_b", "ax12" if r == "3" else "ax123"], [f"{x}_stepsize"])
         g = f"g.{x}"
-        node("Mul", [f"m.{x}", "b1"], [f"{x}_m1"])
+        node("Mul", [f"m_{x}_in", "b1"], [f"{x}_m1"])
         node("Mul", [g, "ob1"], [f"{x}_m2"])
-        node("Add", [f"{x}_m1", f"{x}_m2"], [f"next.m.{x}"])
-        node("Mul", [f"v.{x}", "b2"], [f"{x}_v1"])
+        node("Add", [f"{x}_m1", f"{x}_m2"], [f"{x}_mn"])
+        node("Mul", [f"v_{x}_in", "b2"], [f"{x}_v1"])
         node("Mul", [g, g], [f"{x}_gg"])
         node("Mul", [f"{x}_gg", "ob2"], [f"{x}_v2"])
-        node("Add", [f"{x}_v1", f"{x}_v2"], [f"next.v.{x}"])
-        node("Sqrt", [f"next.v.{x}"], [f"{x}_vs"])
-        node("Div", [f"{x}_vs", "bc2s"], [f"{x}_vd"])
+        node("Add", [f"{x}_v1", f"{x}_v2"], [f"{x}_vn"])
+        node("Sqrt", [f"{x}_vn"], [f"{x}_vs"])
+        node("Div", [f"{x}_vs", f"{x}_bc2s"], [f"{x}_vd"])
         node("Add", [f"{x}_vd", "aeps"], [f"{x}_den"])
-        node("Div", [f"next.m.{x}", f"{x}_den"], [f"{x}_r"])
-        node("Mul", [f"{x}_r", "stepsize"], [f"{x}_upd"])
-        node("Sub", [x, f"{x}_upd"], [f"{x}_new"])
+        node("Div", [f"{x}_mn", f"{x}_den"], [f"{x}_r"])
+        node("Mul", [f"{x}_r", f"{x}_stepsize"], [f"{x}_upd"])
+        node("Sub", [f"{x}_in", f"{x}_upd"], [f"{x}_new"])
         node("Mul", [f"{x}_new", f"{x}_new"], [f"{x}_sq"])
         node("ReduceSum", [f"{x}_sq", axes], [f"{x}_ss"], keepdims=1)
         node("Add", [f"{x}_ss", "seps"], [f"{x}_ss2"])
         node("Sqrt", [f"{x}_ss2"], [f"{x}_nrm"])
         node("Div", [f"radius.{x}", f"{x}_nrm"], [f"{x}_scale"])
-        node("Mul", [f"{x}_new", f"{x}_scale"], [f"next.{x}"])
+        node("Mul", [f"{x}_new", f"{x}_scale"], [f"{x}_proj"])
+        # rows that are not live keep what they had
+        node("Where", [f"live{r}", f"{x}_proj", f"{x}_in"], [f"next.{x}"])
+        node("Where", [f"live{r}", f"{x}_mn", f"m_{x}_in"], [f"next.m.{x}"])
+        node("Where", [f"live{r}", f"{x}_vn", f"v_{x}_in"], [f"next.v.{x}"])
 
     lat, nmap = ["B", 1, D], ["B", 1, 2, 2]
     state = [("latent", lat), ("noise0", nmap), ("m.latent", lat), ("v.latent", lat), ("m.noise0", nmap),
-             ("v.noise0", nmap)]
-    step_in = [("target", ["B", 3, LR, LR]), ("lr", []), ("t", [])] + state + \
-              [("radius.latent", ["B", 1, 1]), ("radius.noise0", ["B", 1, 1, 1]), ("noise1", nmap)]
+             ("v.noise0", nmap), ("best.latent", lat), ("best.noise0", nmap), ("best.loss", ["B"]),
+             ("min.L2", ["B"])]
+    step_in = [("target", ["B", 3, LR, LR]), ("lr", ["B"]), ("t", ["B"])] + state + \
+              [("start.latent", lat), ("start.noise0", nmap),
+               ("radius.latent", ["B", 1, 1]), ("radius.noise0", ["B", 1, 1, 1]), ("noise1", nmap)]
     step_out = [(f"next.{n}", s) for n, s in state] + [(f"loss.{k}", ["B"]) for k in ("L2", "L1", "GEOCROSS", "TOTAL")]
     graph = helper.make_graph(nodes, "toy_step", [_vi(n, s) for n, s in step_in], [_vi(n, s) for n, s in step_out], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="toy")
@@ -175,7 +220,7 @@ def write_toy_artifacts(out_dir, **options) -> Path:
         return [{"name": n, "shape": s, "dtype": "float32"} for n, s in pairs]
 
     manifest = {
-        "format": "pulse-trt-artifacts/1",
+        "format": "pulse-trt-artifacts/2",
         "generator": {"name": "toy-linear", "resolution": RES, "latent_dim": D, "num_ws": 1,
                       "noise_shapes": [list(s) for s in NOISE_SHAPES], "has_mapping": False,
                       "value_range": [0.0, 1.0], "channels": 3, "weights_sha256": "toy"},

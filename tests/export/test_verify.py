@@ -23,7 +23,11 @@ def test_random_inputs_by_role(tiny_style):
     lay = step_layout(tiny_style.spec, PulseOptions(), 4)
     feeds = random_inputs(lay.step_inputs(), 3)
     assert list(feeds) == [i.name for i in lay.step_inputs()]
-    assert feeds["target"].min() >= 0 and feeds["target"].max() <= 1 and feeds["t"] == np.round(feeds["t"])
+    assert feeds["target"].min() >= 0 and feeds["target"].max() <= 1 and (feeds["t"] == np.round(feeds["t"])).all()
+    assert feeds["t"][0] >= 2 and list(feeds["t"][1:]) == [1, 0]  # under way, starting over, holding still
+    assert feeds["lr"].shape == (3,) and np.isfinite(feeds["best.loss"]).all()
+    one = random_inputs(lay.step_inputs(), 1)
+    assert np.isnan(one["best.loss"]).all() and np.isinf(one["min.L2"]).all()  # batch 1: no best yet
     assert (feeds["v.latent"] > 0).all() and feeds["latent"].shape == (3, 6, 8)
     ratio = feeds["radius.latent"] / sphere_norm(torch.from_numpy(feeds["latent"])).numpy()
     assert ((ratio > 0.79) & (ratio < 1.21)).all()

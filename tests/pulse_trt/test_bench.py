@@ -71,3 +71,37 @@ def test_cpu_peak_takes_the_faster_library(monkeypatch):
     assert bench.peak_flops("cpu", "fp32") == 1e15
     monkeypatch.setattr(bench, "_ort_matmul_flops", lambda n: 1.0)
     assert 1e9 < bench.peak_flops("cpu", "fp32") < 1e15
+
+
+# ---- stream mode --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stream_result(tmp_path_factory):
+    from pulse_trt.bench import Stream, run_stream  # noqa: PLC0415
+
+    work = Workload(generator="dcgan", lr_size=8, steps=6, repeats=1)
+    return run_stream(work, Stream(inputs=5, slots=2, sync_every=3, restarts=1), ("ort", "torch"),
+                      cache_root=tmp_path_factory.mktemp("cache"), device="cpu", progress=lambda m: None)
+
+
+def test_stream_mode_reports_throughput_latency_and_compute(stream_result):
+    (row,) = stream_result["rows"]
+    assert row["backend"] == "ort" and stream_result["skipped"][0]["backend"] == "torch"
+    assert row["images_per_s"] > 0 and 0 < row["latency_p50_s"] <= row["latency_p90_s"] <= row["latency_p99_s"]
+    recs = row["records"]
+    assert [r["input"] for r in recs] == list(range(5)) and row["starts"] == sum(r["starts"] for r in recs)
+    assert all(r["starts"] in (1, 2) for r in recs) and all(r["search_steps"] == 6 * r["starts"] for r in recs)
+    assert row["row_steps"] == 6 * row["starts"] and row["compute_vs_lockstep"] == pytest.approx(row["starts"] / 5)
+    # 2 slots, runs of up to 3 steps: one host sync per 3 graph steps (fewer where a run ends early)
+    assert row["syncs"] * 3 >= row["graph_steps"] > row["syncs"]
+    assert row["syncs_per_step"] == pytest.approx(row["syncs"] / row["graph_steps"], abs=1e-4)
+    assert row["success_rate"] == sum(r["success"] for r in recs) / 5
+    assert stream_result["stream"]["slots"] == 2 and stream_result["workload"]["options"]["restarts"] == 1
+
+
+def test_stream_reports_written(stream_result, tmp_path):
+    paths = write_results(stream_result, tmp_path, command="pulse-trt bench --stream 5 -o x")
+    assert sorted(p.name for p in paths) == ["stream.json", "stream.md"]
+    md = (tmp_path / "stream.md").read_text()
+    assert "a stream of 5 inputs through 2 slots, sync every 3 steps" in md and "| ort | fp32 |" in md
+    assert "pulse-trt bench --stream 5 -o x" in md and "skipped torch" in md

@@ -1,0 +1,25 @@
+"""Run the engine's scheduler synchronously in tests: search(runner, targets, ...) submits every
+input to a fresh engine/scheduler.py Scheduler and steps it to the end (one thread, no futures)."""
+from __future__ import annotations
+
+import numpy as np
+
+from pulse_trt.engine.scheduler import Request, Scheduler
+
+
+def search(runner, targets, *, options=None, slots=None, sync_every=4, order=None, progress=None):
+    """Results of targets [N, 3, lr, lr] (input i keyed by index i) through a fresh Scheduler of
+    `slots` rows (default: every start at once); `order`: the submission order of the inputs.
+    Returns (results in input order, the scheduler)."""
+    targets = np.asarray(targets, np.float32)
+    opts = runner.manifest.resolve_options(options)
+    slots = slots or len(targets) * (opts.duplicates)
+    sched = Scheduler(runner, slots=slots, sync_every=sync_every)
+    order = range(len(targets)) if order is None else order
+    reqs = {i: sched.add(Request(target=targets[i], index=i, options=opts,
+                                 progress=None if progress is None else progress(i))) for i in order}
+    sched.run_until_done()
+    for r in reqs.values():
+        if r.error is not None:
+            raise r.error
+    return [reqs[i].result for i in range(len(targets))], sched
