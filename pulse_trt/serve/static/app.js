@@ -80,7 +80,7 @@ function drawCurve() {
     g.beginPath(); g.strokeStyle = "#eee"; g.moveTo(left, y(10 ** e)); g.lineTo(W - right, y(10 ** e)); g.stroke();
   }
   g.fillText("step", W / 2, H - 8);
-  g.fillText("L2", 8, top + 10);
+  g.fillText("L2 (log)", left + 6, top + 14);
   g.setLineDash([5, 4]); g.strokeStyle = "#c33";
   g.beginPath(); g.moveTo(left, y(eps)); g.lineTo(W - right, y(eps)); g.stroke();
   g.setLineDash([]);
