@@ -26,12 +26,14 @@ import asyncio
 import base64
 import contextlib
 import io
+import json
 import math
 import os
 import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from importlib import resources
 from typing import Literal
 
@@ -68,6 +70,7 @@ class ServiceState:
     drain_deadline: float | None = None
     start_error: str | None = None
     on_fatal: object = None
+    received: dict = field(default_factory=dict)  # POSTs whose request line was read, by path
     _timer: threading.Timer | None = field(default=None, repr=False)
 
     def begin_drain(self) -> None:
@@ -150,8 +153,12 @@ class _Observe:
                 status = msg["status"]
             await send(msg)
 
+        post = scope["method"] == "POST"
+        if post:
+            self.state.received[scope["path"]] = self.state.received.get(scope["path"], 0) + 1
         try:
-            if self.state.draining and scope["method"] == "POST" and scope["path"].startswith("/v1/"):
+            if self.state.draining and post and scope["path"].startswith("/v1/"):
+                scope["route"] = SimpleNamespace(path=scope["path"])  # counted under the route it asked for
                 status = 503
                 await _send_error(send, 503, "the server is shutting down: not accepting new work",
                                   [(b"retry-after", b"5")])
@@ -163,7 +170,6 @@ class _Observe:
 
 
 async def _send_error(send, status: int, message: str, headers: list | None = None) -> None:
-    import json  # noqa: PLC0415
 
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -487,6 +493,12 @@ async def _shutdown(state: ServiceState) -> None:
     if state._timer is not None:
         state._timer.cancel()
 
+    answered = state.metrics.answered()
+    searches = {k: engine.finished.get(k, 0) for k in ("success", "missed", "failed", "cancelled")}
+    total = sum(n for by_status in answered.values() for n in by_status.values())
+    state.log(f"stopped: received POSTs {json.dumps(state.received)}; answered {total} request(s) {json.dumps(answered)}; "
+              f"searches {json.dumps(searches)}")
+
 
 def _queue_full(state: ServiceState, faces: int = 1):
     return HTTPException(429, f"the queue is full ({state.engine.queue_depth} searches waiting, limit "
@@ -669,7 +681,6 @@ async def _events(job: Job, request):
     run, `preview` {face, step, png (base64)} when a new render is there, and one final `end`
     {the job's status}; a comment line every SSE_KEEPALIVE_S. Starlette's StreamingResponse
     cancels this generator when the client goes away."""
-    import json  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()

@@ -75,5 +75,15 @@ class Metrics:
         self.search_seconds.observe(float(record.get("seconds", 0.0)))
         self.queue_seconds.observe(float(record.get("queue_seconds", 0.0)))
 
+    def answered(self) -> dict[str, dict[str, int]]:
+        """Requests answered so far by route and status, e.g. {"/v1/upsample": {"200": 120, "503": 4}}."""
+        out: dict[str, dict[str, int]] = {}
+        for metric in self.requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    route = out.setdefault(sample.labels["route"], {})
+                    route[sample.labels["status"]] = int(sample.value)
+        return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

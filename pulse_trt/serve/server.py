@@ -55,4 +55,5 @@ def serve(app, sock: socket.socket, *, drain_seconds: float, log=None, access_lo
     server = Server(config)
     state.on_fatal = lambda: setattr(server, "should_exit", True)
     server.run(sockets=[sock])
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopped and drained: a repeated SIGTERM changes nothing now
     return 2 if state.start_error else 0
