@@ -314,21 +314,23 @@ def create_app(engine: SearchEngine, settings: ServeSettings | None = None, *, l
         job = Job(faces=[_face(k, f) for k, f in enumerate(faces)], name=name)
         return job, options, timeout
 
-    def submit(job: Job, options: PulseOptions, *, preview_every: int = 0) -> None:
-        def png(image):
-            return _png(image)
-
+    def submit(job: Job, options: PulseOptions, *, watch_progress: bool = False, preview_every: int = 0) -> None:
+        """Each face to the engine. Progress callbacks only where someone can watch (jobs)."""
         def record(face, result):
-            rec = face_record(engine, face, result)
-            state.metrics.observe_search(rec)
-            return rec
+            return face_record(engine, face, result)
 
+        def done(future, face):
+            job.on_done(face, future)
+            if not future.cancelled() and future.exception() is None:
+                state.metrics.observe_search(future.result().record)
+
+        job.make_record = record
         try:
             for f in job.faces:
                 f.steps = options.steps
-                f.ticket = engine.submit(f.target, options, index=f.index, preview_every=preview_every,
-                                         progress=lambda p, f=f: job.on_progress(f, p, png))
-                f.ticket.future.add_done_callback(lambda fut, f=f: job.on_done(f, fut, record))
+                progress = (lambda p, f=f: job.on_progress(f, p, _png)) if watch_progress else None
+                f.ticket = engine.submit(f.target, options, index=f.index, preview_every=preview_every, progress=progress)
+                f.ticket.future.add_done_callback(lambda fut, f=f: done(fut, f))
         except PulseError as e:
             job.cancel(str(e))
             raise HTTPException(503, str(e), headers={"Retry-After": "5"}) from None
@@ -360,7 +362,7 @@ def create_app(engine: SearchEngine, settings: ServeSettings | None = None, *, l
         def wake():
             loop.call_soon_threadsafe(changed.set)
 
-        job.watch(wake)
+        job.watch(wake, progress=False)
         submit(job, options)
         try:
             while not job.terminal:
@@ -384,11 +386,11 @@ def create_app(engine: SearchEngine, settings: ServeSettings | None = None, *, l
         if job.state == "done":
             if want_png:
                 face = job.faces[0]
-                rec = face.record
+                rec = job.record(face)
                 return Response(_png(face.result.hr), media_type="image/png", headers={
                     "X-Pulse-Success": str(rec["success"]).lower(), "X-Pulse-Min-L2": f"{rec['min_l2']:.6g}",
                     "X-Pulse-L2": f"{rec['l2']:.6g}", "X-Pulse-Steps": str(rec["steps"])})
-            return {"name": job.name, "faces": [_face_json(f, engine) for f in job.faces]}
+            return {"name": job.name, "faces": [_face_json(job, f, engine) for f in job.faces]}
         if job.state == "cancelled" and "shutting down" in (job.error or ""):
             return error(503, job.error, {"Retry-After": "5"})
         if job.state == "cancelled":
@@ -409,7 +411,7 @@ def create_app(engine: SearchEngine, settings: ServeSettings | None = None, *, l
         if not jobs.add(job):
             raise HTTPException(429, f"{settings.max_jobs} jobs are running; retry later",
                                 headers={"Retry-After": str(_retry_after(state))})
-        submit(job, options, preview_every=settings.preview_every)
+        submit(job, options, watch_progress=True, preview_every=settings.preview_every)
         asyncio.get_running_loop().call_later(
             deadline, lambda: job.cancel(f"deadline of {deadline:g} s exceeded; the search was cancelled", state="failed"))
         base = f"/v1/jobs/{job.id}"
@@ -667,13 +669,13 @@ def face_record(engine: SearchEngine, face: Face, res) -> dict:
     }
 
 
-def _face_json(face: Face, engine: SearchEngine) -> dict:
+def _face_json(job: Job, face: Face, engine: SearchEngine) -> dict:
     b64 = lambda data: base64.b64encode(data).decode("ascii")  # noqa: E731
     images = {"pulse": b64(_png(face.result.hr)), "pulse_lr": b64(_png(face.result.lr)), "input": b64(_png(face.target)),
               "bicubic": b64(_png(bicubic_upscale(face.target, engine.resolution)))}
     if face.truth is not None:
         images["aligned"] = b64(_png(face.truth))
-    return {"index": face.index, "record": face.record, "images_png_base64": images}
+    return {"index": face.index, "record": job.record(face), "images_png_base64": images}
 
 
 async def _events(job: Job, request):

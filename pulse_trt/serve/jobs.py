@@ -59,23 +59,31 @@ class Job:
     version: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _done: threading.Event = field(default_factory=threading.Event)
+    make_record: object = None  # make_record(face, result) -> dict, run when a record is first read
     _watchers: list = field(default_factory=list)
 
-    def watch(self, callback) -> None:
-        """callback() after every change, from whichever thread made it (keep it short)."""
+    def watch(self, callback, *, progress: bool = True) -> None:
+        """callback() after every change (progress=False: only when a face or the job ends), from
+        whichever thread made it (keep it short)."""
         with self._lock:
-            self._watchers.append(callback)
+            self._watchers.append((callback, progress))
 
     def unwatch(self, callback) -> None:
         with self._lock:
-            if callback in self._watchers:
-                self._watchers.remove(callback)
+            self._watchers = [w for w in self._watchers if w[0] is not callback]
 
-    def _notify(self) -> None:
+    def _notify(self, *, progress: bool = False) -> None:
         with self._lock:
-            watchers = list(self._watchers)
+            watchers = [cb for cb, wants_progress in self._watchers if wants_progress or not progress]
         for w in watchers:
             w()
+
+    def record(self, face: Face) -> dict | None:
+        """The face's record once it is done (made on first read, outside the engine's thread)."""
+        with self._lock:
+            if face.record is None and face.result is not None and self.make_record is not None:
+                face.record = self.make_record(face, face.result)
+            return face.record
 
     @property
     def terminal(self) -> bool:
@@ -97,18 +105,18 @@ class Job:
             if self.state == "queued":
                 self.state = "running"
             self.version += 1
-        self._notify()
+        self._notify(progress=True)
 
-    def on_done(self, face: Face, future, make_record) -> None:
-        """A face's future resolved: keep its result, or fail / cancel the job."""
+    def on_done(self, face: Face, future) -> None:
+        """A face's future resolved: keep its result, or fail / cancel the job. (Runs in the
+        engine's thread: nothing heavy here.)"""
         exc = future.exception()
         with self._lock:
             if face.state in TERMINAL:
                 return
             if exc is None:
                 face.result = future.result()
-                face.record = make_record(face, face.result)
-                face.state, face.step = "done", face.record["steps"]
+                face.state, face.step = "done", int(face.result.record["steps"])
                 face.l2_history = list(face.result.history.get("L2", face.l2_history))
             elif isinstance(exc, SearchCancelled):
                 face.state, face.error = "cancelled", str(exc)
@@ -167,6 +175,8 @@ class Job:
     def status(self, *, history: bool = False) -> dict:
         """JSON-ready status: state, step / steps over all faces, L2 so far (the largest current L2
         over the faces: all are within eps when it is), per face the same and the record."""
+        for f in self.faces:
+            self.record(f)
         with self._lock:
             faces = []
             for f in self.faces:

@@ -45,20 +45,23 @@ def _sixteen_bit() -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("name, data, status", [
+BAD_UPLOADS = [  # (name, bytes, status)
     ("junk.png", b"this is not an image", 400),
     ("cut.png", face_png(0)[:60], 400),
     ("deep.png", _sixteen_bit(), 422),
     ("wide.png", png(np.zeros((6, 8, 3), np.uint8)), 422),
     ("seven.png", png(np.zeros((7, 7, 3), np.uint8)), 422),
-])
-def test_bad_uploads_get_the_cli_message(server, artifacts, tmp_path, monkeypatch, capsys, name, data, status):
+]
+
+
+def test_bad_uploads_get_the_cli_message(server, artifacts, tmp_path, monkeypatch, capsys):
     from pulse_trt.cli import main  # noqa: PLC0415
 
     with server(steps=5) as (url, _):
-        r = httpx.post(f"{url}/v1/upsample", files={"file": (name, data, "image/png")})
-    assert r.status_code == status
-    assert _one_line_error(r) == _cli_error(main, tmp_path, name, data, artifacts.dir, monkeypatch, capsys)
+        answers = [httpx.post(f"{url}/v1/upsample", files={"file": (name, data, "image/png")}) for name, data, _ in BAD_UPLOADS]
+    for (name, data, status), r in zip(BAD_UPLOADS, answers):
+        assert r.status_code == status, name
+        assert _one_line_error(r) == _cli_error(main, tmp_path, name, data, artifacts.dir, monkeypatch, capsys), name
 
 
 def test_a_face_of_another_size_and_server_paths(server):
@@ -93,7 +96,7 @@ def test_upload_bytes_and_pixels_413(server):
     assert fine.status_code == 200
 
 
-@pytest.mark.parametrize("query, status, message", [
+BAD_OPTIONS = [  # (query, status, start of the message)
     ("steps=0", 422, "steps: Input should be greater than or equal to 1"),
     ("steps=abc", 422, "steps: Input should be a valid integer"),
     ("steps=5000", 422, "steps must be between 1 and 1000 on this server"),
@@ -103,12 +106,15 @@ def test_upload_bytes_and_pixels_413(server):
     ("eps=0.001", 422, "eps 0.001 disagrees with the artefacts (eps=0.002, baked into the graphs)"),
     ("timeout=0", 422, "timeout: Input should be greater than 0"),
     ("format=gif", 422, "format: Input should be 'json' or 'png'"),
-])
-def test_bad_options(server, query, status, message):
+]
+
+
+def test_bad_options(server):
     with server(steps=5) as (url, _):
-        r = httpx.post(f"{url}/v1/upsample?{query}", content=face_png(0), headers=PNG)
-    assert r.status_code == status
-    assert _one_line_error(r).startswith(message)
+        answers = [httpx.post(f"{url}/v1/upsample?{query}", content=face_png(0), headers=PNG) for query, _, _ in BAD_OPTIONS]
+    for (query, status, message), r in zip(BAD_OPTIONS, answers):
+        assert r.status_code == status, query
+        assert _one_line_error(r).startswith(message), query
 
 
 def test_bad_bodies(server):
