@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
 import json
 import math
 import os
@@ -49,7 +48,7 @@ from ..engine.errors import PulseError
 from ..engine.options import PulseOptions
 from .engine_adapter import SearchEngine
 from .inputs import FaceInput, InputError, decode, safe_name
-from .jobs import TERMINAL, Face, Job, JobStore
+from .jobs import Face, Job, JobStore
 from .metrics import Metrics
 from .settings import ServeSettings
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 import io
 import re
 import socket
-import threading
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 from PIL import Image
 
 from serve_helpers import face_png, png, wait_for
