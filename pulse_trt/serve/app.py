@@ -524,7 +524,7 @@ async def _read_upload(request) -> tuple[bytes, str, dict]:
     if kind == "multipart/form-data":
         try:
             form = await request.form(max_files=1, max_fields=len(OPTION_FIELDS) + 1)
-        except HTTPException:
+        except (HTTPException, _TooLarge):  # _TooLarge: the body limit, answered 413 by _BodyLimit
             raise
         except Exception as e:  # noqa: BLE001  malformed multipart
             raise HTTPException(400, f"malformed multipart body: {e}") from None

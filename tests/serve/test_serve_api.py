@@ -235,19 +235,32 @@ def test_cors_is_off_unless_an_origin_is_given(server):
     assert "access-control-allow-origin" not in other.headers
 
 
+@pytest.mark.slow
 def test_align_returns_every_face_of_a_photo(server):
+    """A photo with two faces (the astronaut beside her mirror image) returns both, left to right,
+    each with its box and aligned crop; a PNG answer is refused for it (406); the plain photo as a
+    PNG answer works."""
     pytest.importorskip("dlib")
     from pathlib import Path  # noqa: PLC0415
 
-    photo = (Path(__file__).resolve().parents[2] / "examples" / "astronaut.png").read_bytes()
+    from PIL import Image  # noqa: PLC0415
+
+    from serve_helpers import png  # noqa: PLC0415
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "astronaut.png"
+    one = np.asarray(Image.open(path).convert("RGB"))
+    two = png(np.concatenate([one, one[:, ::-1]], axis=1))  # [256, 512, 3]
     with server(steps=10) as (url, _):
-        r = httpx.post(f"{url}/v1/upsample?align=true", files={"file": ("astronaut.png", photo, "image/png")}, timeout=120)
-        as_png = httpx.post(f"{url}/v1/upsample?align=true&format=png", content=photo,
+        r = httpx.post(f"{url}/v1/upsample?align=true", files={"file": ("pair.png", two, "image/png")}, timeout=120)
+        refused = httpx.post(f"{url}/v1/upsample?align=true", content=two,
+                             headers={"Content-Type": "image/png", "Accept": "image/png"}, timeout=120)
+        as_png = httpx.post(f"{url}/v1/upsample?align=true&format=png", content=path.read_bytes(),
                             headers={"Content-Type": "image/png"}, timeout=120)
     assert r.status_code == 200, r.text
     faces = r.json()["faces"]
-    assert len(faces) == 1  # the README's run finds one face
-    rec = faces[0]["record"]
-    assert rec["input"] == "astronaut_face0" and rec["box"] == [88, 41, 132, 84]
-    assert rec["quality"]["psnr"] is not None and "aligned" in faces[0]["images_png_base64"]
+    assert [f["record"]["input"] for f in faces] == ["pair_face0", "pair_face1"]
+    assert [f["record"]["box"] for f in faces] == [[88, 41, 132, 84], [376, 41, 419, 84]]  # the README's face, and its mirror
+    for f in faces:
+        assert f["record"]["quality"]["psnr"] is not None and "aligned" in f["images_png_base64"]
+    assert refused.status_code == 406 and "2 faces found; a PNG holds one" in refused.json()["error"]
     assert as_png.status_code == 200 and decode_png(as_png.content).shape == (64, 64, 3)

@@ -84,9 +84,14 @@ def test_upload_bytes_and_pixels_413(server):
         declared = httpx.post(f"{url}/v1/upsample", content=noisy, headers=PNG)
         chunked = httpx.post(f"{url}/v1/upsample", content=iter([noisy[:3000], noisy[3000:]]), headers=PNG)
         multipart = httpx.post(f"{url}/v1/upsample", files={"file": ("n.png", noisy, "image/png")})
+        boundary = b"b0undary"
+        body = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="n.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n" + noisy + b"\r\n--" + boundary + b"--\r\n")
+        chunked_multipart = httpx.post(f"{url}/v1/upsample", content=iter([body[:2000], body[2000:]]),
+                                       headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
         pixels = httpx.post(f"{url}/v1/upsample", content=png(np.zeros((40, 40, 3), np.uint8)), headers=PNG)
         fine = httpx.post(f"{url}/v1/upsample", content=face_png(0), headers=PNG, timeout=60)
-    for r in (declared, chunked, multipart):
+    for r in (declared, chunked, multipart, chunked_multipart):
         assert r.status_code == 413
         assert _one_line_error(r) == "upload is larger than this server's limit of 4000 bytes"
     assert pixels.status_code == 413
