@@ -34,6 +34,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -292,8 +293,8 @@ def scenario_killed_client(args, pngs) -> dict:
     victim = None
     try:
         code = VICTIM
-        face_file = Path(args.out) / ".victim_face.png"
-        face_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.TemporaryDirectory(prefix="serve-load-")
+        face_file = Path(tmp.name) / "victim_face.png"
         face_file.write_bytes(pngs[0])
         killed = {}
 
@@ -322,7 +323,7 @@ def scenario_killed_client(args, pngs) -> dict:
         result["victim_killed"] = "at" in killed
         result["server_cancelled"] = metric(text, "pulse_searches_total", '{outcome="cancelled"}')
         result["server_499"] = metric(text, "pulse_http_requests_total", '{route="/v1/upsample",status="499"}')
-        face_file.unlink(missing_ok=True)
+        tmp.cleanup()
     finally:
         if victim is not None and victim.poll() is None:
             victim.kill()
