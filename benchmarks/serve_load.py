@@ -16,6 +16,10 @@ Scenarios (each on a fresh `pulse-trt serve --artifacts DIR --port 0` subprocess
   2. killed client: the load, plus one extra client process that posts a long search and is
                 killed (SIGKILL) while its search runs; the server must cancel that search and
                 answer every other request.
+  ratio:        (its own files, ratio.json / ratio.md, and RESULTS.md block) the engine alone and
+                the server's load alternately, R rounds of N faces each (order swapped every round),
+                one server process throughout: on a machine whose load drifts, a ratio per round
+                is fairer than one long run of each. The median ratio is reported.
   3. SIGTERM:   the load; after K answers the server gets SIGTERM (--drain-seconds D). Every
                 request must end as 200 (finished in the drain), 503 with the shutdown message,
                 or a refused connection (never accepted); the server exits 0 and its own count of
@@ -353,6 +357,49 @@ def scenario_sigterm(args, pngs) -> dict:
     return result
 
 
+def scenario_ratio(args, pngs) -> dict:
+    server = Server(args.artifacts, slots=args.slots, steps=args.steps)
+    rounds = []
+    try:
+        for r in range(args.rounds):
+            def engine():
+                return engine_baseline(args.artifacts, pngs, requests=args.requests, slots=args.slots, steps=args.steps)
+
+            def serve():
+                return load(server.url, pngs, requests=args.requests, clients=args.clients, steps=args.steps)
+
+            first, second = (engine, serve) if r % 2 == 0 else (serve, engine)
+            a, b = first(), second()
+            e, s_ = (a, b) if r % 2 == 0 else (b, a)
+            ok = s_["outcomes"] == {"ok": args.requests} and s_["answers_per_request"] == [1]
+            rounds.append({"engine_images_per_s": e["images_per_s"], "server_images_per_s": s_["images_per_s"],
+                           "ratio": s_["images_per_s"] / e["images_per_s"], "server_ok": ok,
+                           "server_p50_s": s_["latency_p50_s"], "server_p99_s": s_["latency_p99_s"],
+                           "order": "engine first" if r % 2 == 0 else "server first", "load_average": os.getloadavg()})
+            print(f"ratio round {r}: {json.dumps(rounds[-1])}", file=sys.stderr)
+    finally:
+        stop = server.stop()
+    return {"rounds": rounds, "median_ratio": float(np.median([x["ratio"] for x in rounds])), "requests": args.requests,
+            "clients": args.clients, "slots": args.slots, "steps": args.steps, "stop": stop}
+
+
+def ratio_markdown(out: dict) -> str:
+    r = out["ratio"]
+    m = out["machine"]
+    lines = [f"Measured {out['date']} on {m['cpu']} ({m['cores']} cores), shared with other engineers' jobs "
+             f"(load average {out['load_average_before'][0]:.1f} at the start).",
+             f"Command: `{out['command']}`: {len(r['rounds'])} rounds of {r['requests']} faces, {r['clients']} clients, "
+             f"{r['slots']} slots, {r['steps']} steps.", "",
+             "| round | order | engine alone, images/s | server, images/s | server / engine | server p50 / p99 s | load average |",
+             "|---:|---|---:|---:|---:|---|---:|"]
+    for i, x in enumerate(r["rounds"]):
+        lines.append(f"| {i} | {x['order']} | {x['engine_images_per_s']:.2f} | {x['server_images_per_s']:.2f} | "
+                     f"{x['ratio']:.0%} | {x['server_p50_s']:.1f} / {x['server_p99_s']:.1f} | {x['load_average'][0]:.1f} |")
+    lines += ["", f"Median server / engine: **{r['median_ratio']:.0%}**; every server request answered once with its own "
+              f"face: {'yes' if all(x['server_ok'] for x in r['rounds']) else 'NO'}.", ""]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--artifacts", required=True, help="dcgan artefacts (pulse-trt export --generator dcgan --lr-size 8)")
@@ -362,13 +409,25 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--drain", type=float, default=3.0, help="--drain-seconds of the SIGTERM scenario")
     p.add_argument("--faces", type=int, default=32, help="distinct faces cycled through")
-    p.add_argument("--scenarios", default="baseline,load,killed,sigterm")
+    p.add_argument("--scenarios", default="baseline,load,killed,sigterm", help="or: ratio (alone: interleaved rounds)")
+    p.add_argument("--rounds", type=int, default=3, help="ratio: rounds")
     p.add_argument("-o", "--out", default="benchmarks/results/serve")
     p.add_argument("--update-results-md", action="store_true", help="rewrite the Serving section of benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     pngs = faces(args.faces)
     out = {"machine": _machine(), "command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
            "date": time.strftime("%Y-%m-%d"), "load_average_before": os.getloadavg()}
+    if args.scenarios == "ratio":
+        out["ratio"] = scenario_ratio(args, pngs)
+        folder = Path(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "ratio.json").write_text(json.dumps(out, indent=1) + "\n")
+        md = ratio_markdown(out)
+        (folder / "ratio.md").write_text(md)
+        if args.update_results_md:
+            update_results_md(Path(__file__).with_name("RESULTS.md"), md, block="serve-ratio")
+        print(md)
+        return 0 if all(x["server_ok"] for x in out["ratio"]["rounds"]) and out["ratio"]["stop"]["exit"] == 0 else 1
     runs = {"baseline": lambda: engine_baseline(args.artifacts, pngs, requests=args.requests, slots=args.slots,
                                                 steps=args.steps),
             "load": lambda: scenario_load(args, pngs), "killed": lambda: scenario_killed_client(args, pngs),
@@ -446,8 +505,8 @@ def markdown(out: dict) -> str:
     return "\n".join(lines)
 
 
-def update_results_md(path: Path, md: str) -> None:
-    begin, end = "<!-- serve-load:begin (benchmarks/serve_load.py writes this block) -->", "<!-- serve-load:end -->"
+def update_results_md(path: Path, md: str, block: str = "serve-load") -> None:
+    begin, end = f"<!-- {block}:begin (benchmarks/serve_load.py writes this block) -->", f"<!-- {block}:end -->"
     text = path.read_text()
     block = f"{begin}\n{md.rstrip()}\n{end}"
     if begin in text:
