@@ -22,7 +22,7 @@ import threading
 from .. import __version__
 from ..engine.errors import PulseError
 
-COMMANDS = ("upsample", "align", "export", "bench", "weights")
+COMMANDS = ("upsample", "align", "export", "bench", "weights", "serve")
 DEBUG_ENV = "PULSE_TRT_DEBUG"
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug of ours (1 is upsample --strict's miss, 2 an error)
 HANDLED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
