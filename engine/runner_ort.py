@@ -154,6 +154,8 @@ class OrtRunner(Runner):
                 raise oom from None
             raise PulseError(f"cannot load the ONNX graphs of {str(self.manifest.dir)!r}: {str(e).splitlines()[0]}") from None
         self._graph_ids: dict = {}
+        if self.device != "cpu":
+            check_cuda_provider(self._step_sess, self._render_sess)
         check_session_io(self._step_sess, self.manifest.step_inputs, self.manifest.step_outputs, "step")
         check_session_io(self._render_sess, self.manifest.render_inputs, self.manifest.render_outputs, "render")
 
@@ -322,3 +324,15 @@ class OrtRunner(Runner):
         check_feeds(feeds, self.manifest.step_inputs, None, f"{self.name} step")
         names = list(self.manifest.step_outputs)
         return dict(zip(names, self._step_sess.run(names, feeds)))
+
+
+def check_cuda_provider(*sessions) -> None:
+    """ONNX Runtime falls back to the CPU, with only a log line, when its CUDA provider cannot load
+    its libraries (CUDA / cuDNN missing or mismatched): `--backend ort-cuda` would then time the CPU
+    without saying so. Refuse instead, naming what the session got."""
+    for sess in sessions:
+        got = sess.get_providers()
+        if not got or got[0] != "CUDAExecutionProvider":
+            raise PulseError("backend ort-cuda: ONNX Runtime could not start its CUDA provider (CUDA or cuDNN libraries "
+                             f"missing or mismatched?) and would run on {', '.join(got) or 'nothing'}; fix the CUDA "
+                             "install or use --backend ort")

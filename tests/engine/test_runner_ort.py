@@ -266,6 +266,7 @@ def test_cuda_path_logic_in_host_memory(toy_dir, monkeypatch, cuda_graph):
         ref, _ = search(r, y, slots=3, sync_every=4, order=[3, 1, 0, 2])
     log = []
     monkeypatch.setattr(runner_ort, "_ort", lambda: _FakeOrt(log))
+    monkeypatch.setattr(runner_ort, "check_cuda_provider", lambda *sessions: None)  # CPU sessions stand in for CUDA
     cuda = OrtRunner(m, device="cuda", cuda_graph=cuda_graph)
     assert not cuda.can_move_rows
     cuda.memory = ("cpu", 0)  # the emulated device memory is host memory
@@ -279,3 +280,21 @@ def test_cuda_path_logic_in_host_memory(toy_dir, monkeypatch, cuda_graph):
         assert b.record["backend"] == "ort-cuda" and a.record["restart"] == b.record["restart"]
         np.testing.assert_allclose(a.history["TOTAL"], b.history["TOTAL"], rtol=1e-5)  # no moves: other rows
         np.testing.assert_allclose(a.hr, b.hr, atol=1e-5)
+
+
+def test_ort_cuda_refuses_a_silent_cpu_fallback():
+    """ORT keeps running on the CPU when its CUDA provider fails to load: ort-cuda must say so."""
+    from pulse_trt.engine.errors import PulseError  # noqa: PLC0415
+    from pulse_trt.engine.runner_ort import check_cuda_provider  # noqa: PLC0415
+
+    class Sess:
+        def __init__(self, providers):
+            self._p = providers
+
+        def get_providers(self):
+            return self._p
+
+    check_cuda_provider(Sess(["CUDAExecutionProvider", "CPUExecutionProvider"]))
+    with pytest.raises(PulseError, match="could not start its CUDA provider") as e:
+        check_cuda_provider(Sess(["CUDAExecutionProvider", "CPUExecutionProvider"]), Sess(["CPUExecutionProvider"]))
+    assert "\n" not in str(e.value)
