@@ -28,7 +28,7 @@ from .manifest import Manifest, load_manifest
 from .options import PulseOptions
 from .result import ImageResult
 from .runner import Runner
-from .scheduler import DEFAULT_SYNC_EVERY, Request, Scheduler, check_targets
+from .scheduler import DEFAULT_SYNC_EVERY, Observation, Request, Scheduler, check_targets
 
 BACKENDS = ("ort", "ort-cuda", "tensorrt")
 DEFAULT_SLOTS = 8
@@ -202,7 +202,8 @@ class PulseEngine:
 
     # -- requests ---------------------------------------------------------------------------------
     def submit(self, image, *, options: PulseOptions | None = None, index: int = 0,
-               progress: Callable[[int, int], None] | None = None) -> Future:
+               progress: Callable[[int, int], None] | None = None,
+               observe: Callable[[Observation], None] | None = None) -> Future:
         """Queue one face (uint8 [lr, lr, 3] array or PIL image); returns a Future of its
         ImageResult. Raises PulseError at once for a bad image or options (nothing is queued).
 
@@ -213,18 +214,23 @@ class PulseEngine:
         progress: progress(done, total) in the worker thread, at every sync: optimiser steps run
                   for this request and that plus the steps still planned. A callback that
                   raises fails its own request (the future raises it), nothing else.
+        observe:  observe(engine.scheduler.Observation) in the worker thread after every sync:
+                  progress plus the L2 of each step run since the last one, the smallest L2 so
+                  far and render() of the best iterate so far (valid during the call only). A
+                  callback that raises fails its own request.
         future.cancel() takes the request out of the queue or its slot at the next sync; it
         then has no result and no record.
         """
         return self.submit_target(image_to_chw01(image, self.lr_size, index), options=options, index=index,
-                                  progress=progress)
+                                  progress=progress, observe=observe)
 
     def submit_target(self, target, *, options: PulseOptions | None = None, index: int = 0,
-                      progress: Callable[[int, int], None] | None = None) -> Future:
+                      progress: Callable[[int, int], None] | None = None,
+                      observe: Callable[[Observation], None] | None = None) -> Future:
         """submit() for a target [3, lr, lr] float in [0, 1]."""
         future: Future = Future()
         request = Request(target=target, index=index, options=options if options is not None else self.options,
-                          progress=progress, on_done=self._done)
+                          progress=progress, observe=observe, on_done=self._done)
         with self._lock:
             self._prepare()
             self._scheduler.add(request)  # checks; PulseError before anything is queued

@@ -27,7 +27,7 @@ Per scheduler step (`Scheduler.step()`, one block of at most `sync_every` steps)
   6. A request whose jobs are done is finished when one succeeded or it has no restarts left
      (engine.result.pick_restart among its starts); otherwise its next restart (options.restarts:
      up to that many extra starts, each queued only after the previous ones missed eps) is queued
-     ahead of new requests. Progress and completion callbacks run last.
+     ahead of new requests. Progress, observe and completion callbacks run last.
 
 Results do not depend on the slot, the neighbours, the number of slots or sync_every (with
 early_stop off): every row's arithmetic is its own (the graphs are batch-independent per row;
@@ -96,6 +96,31 @@ def start_rows(manifest, options: PulseOptions, target: np.ndarray, rows: list[t
 
 
 @dataclass(eq=False)
+class Observation:
+    """What one block did for a request, given to Request.observe in the worker thread.
+
+    done, total: as progress(done, total).
+    l2:          the L2 of every optimiser step the request ran in this block, start by start
+                 (slot order), one value per step (len(l2) steps of `done` ran in this block).
+    min_l2:      the smallest L2 so far over all its starts.
+    render():    [3, R, R] float32 in [0, 1], the best iterate so far (of the running start with
+                 the lowest best loss, else of the best finished start); only during the call.
+    Rendering reads best.X and changes nothing: results do not depend on who observes.
+    """
+
+    done: int
+    total: int
+    l2: list
+    min_l2: float
+    _render: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+
+    def render(self) -> np.ndarray:
+        if self._render is None:
+            raise PulseError("Observation.render() is only valid inside the observe callback")
+        return self._render()
+
+
+@dataclass(eq=False)
 class Request:
     """One input and what its search produced.
 
@@ -105,6 +130,8 @@ class Request:
               manifest's, the runtime ones are free, per request).
     progress: optional progress(done, total): optimiser steps run over its starts, and that plus
               the steps still planned (grows when a restart is queued, shrinks on early stop).
+    observe:  optional observe(Observation) after every block it ran in (with progress): the
+              per-step L2 and a render of the best iterate so far (the service's curve, preview).
     on_done:  optional on_done(request), called once: result, error or cancelled is set.
     Filled in: result (ImageResult), error (an exception), cancelled, seconds (submission to
     completion), starts_run, steps_run.
@@ -114,6 +141,7 @@ class Request:
     index: int = 0
     options: PulseOptions | None = None
     progress: Callable[[int, int], None] | None = None
+    observe: Callable[[Observation], None] | None = None
     on_done: Callable[["Request"], None] | None = None
     id: int = field(default_factory=itertools.count().__next__)
     result: ImageResult | None = None
@@ -208,8 +236,18 @@ class Scheduler:
 
     @property
     def running(self) -> int:
-        """Slots in use."""
+        """Slots in use (a cancelled request's until the next block boundary)."""
         return sum(j is not None for j in self._slot)
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot: handed in, or queued with none of their starts running
+        (a restart between starts); cancelled ones are not counted. Any thread."""
+        with self._lock:
+            inbox = sum(not r._cancel_asked for r in self._inbox)
+        busy = {j.request.id for j in list(self._slot) if j is not None}
+        queued = {j.request.id for j in list(self._queue) if not j.request._cancel_asked}
+        return inbox + len(queued - busy)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run_until_done(self) -> None:
@@ -321,8 +359,11 @@ class Scheduler:
             return
         self.blocks += 1
         retiring = []
+        block_l2: dict[int, list] = {}  # request id -> the L2 of its steps in this block
         for s, job in occupied:
             m = min(k, job.remaining)
+            if job.request.observe is not None:
+                block_l2.setdefault(job.request.id, []).extend(float(v) for v in losses["L2"][:m, s])
             for i in range(m):
                 job.tracker.update(job.done + i, {term: losses[term][i, s:s + 1] for term in TERMS})
             job.done += m
@@ -336,6 +377,8 @@ class Scheduler:
         for r in {id(j.request): j.request for _, j in occupied}.values():
             if not r.done and r not in finished:
                 self._progress(r, finished)
+            if not r.done and r not in finished:
+                self._observe(r, block_l2.get(r.id, []), finished)
 
     def _retire(self, jobs: list, finished: list) -> None:
         try:
@@ -388,6 +431,27 @@ class Scheduler:
         except Exception as e:  # noqa: BLE001  (a callback that raises fails its own request only)
             r.error = e
             self._drop(r, finished)
+
+    def _observe(self, r: Request, l2: list, finished: list) -> None:
+        if r.observe is None:
+            return
+        running = [j for j in self._slot if j is not None and j.request is r]
+        lows = [rec["min_l2"] for _, rec in r._records] + [float(j.tracker.min_l2[0]) for j in running]
+
+        def render() -> np.ndarray:
+            if running:
+                job = min(running, key=lambda j: float(j.tracker.best_total[0]))
+                return self.runner.render_best([job.slot])["image"][0].copy()
+            return r._best[3].copy()  # between starts: the best finished one
+
+        obs = Observation(r.steps_run, r.steps_run + self._planned(r), l2, min(lows) if lows else float("inf"), render)
+        try:
+            r.observe(obs)
+        except Exception as e:  # noqa: BLE001  (a callback that raises fails its own request only)
+            r.error = e
+            self._drop(r, finished)
+        finally:
+            obs._render = None
 
     def _finish(self, r: Request) -> None:
         if r.result is not None and r.progress is not None:

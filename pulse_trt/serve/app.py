@@ -267,7 +267,8 @@ def create_app(engine: SearchEngine, settings: ServeSettings | None = None, *, l
     async def info():
         o = engine.options
         return {"pulse_trt": __version__, "ready": engine.ready, **engine.describe(),
-                "defaults": {"steps": o.steps, "seed": o.seed, "restarts": o.duplicates - 1, "eps": o.eps},
+                "defaults": {"steps": o.steps, "seed": o.seed, "restarts": o.restarts, "early_stop": o.early_stop,
+                             "eps": o.eps},
                 "early_stop": engine.supports_early_stop,
                 "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels,
                            "max_queue": settings.max_queue, "deadline": settings.deadline, "max_steps": settings.max_steps,
@@ -342,8 +343,8 @@ def create_app(engine: SearchEngine, settings: ServeSettings | None = None, *, l
                        align: bool | None = Query(None, description="the image is a photo: align every face (dlib, FFHQ crop)"),
                        steps: int | None = Query(None, ge=1, description="optimiser steps (default: the server's)"),
                        seed: int | None = Query(None, ge=0, description="seed of the starts"),
-                       restarts: int | None = Query(None, ge=0, description="extra starts per face (today: always run, best kept)"),
-                       early_stop: bool | None = Query(None, description="stop a start once its L2 is within eps (needs the scheduler)"),
+                       restarts: int | None = Query(None, ge=0, description="up to this many extra starts per face, each only after the previous ones missed eps"),
+                       early_stop: bool | None = Query(None, description="stop a start once its L2 is within eps (checked every sync)"),
                        eps: float | None = Query(None, description="must equal the artefacts' eps"),
                        timeout: float | None = Query(None, gt=0, description="deadline in seconds (at most the server's)"),
                        format: Literal["json", "png"] | None = Query(None, description="response type; default from Accept")):
@@ -577,9 +578,6 @@ def _options(engine: SearchEngine, settings: ServeSettings, q: dict) -> tuple[Pu
                                  f"got {restarts}")
     if seed is not None and seed < 0:
         raise HTTPException(422, f"seed must be an integer >= 0, got {seed}")
-    if early_stop and not engine.supports_early_stop:
-        raise HTTPException(422, "early_stop needs the engine's continuous-batching scheduler, which this server does "
-                                 "not run yet: drop it")
     if eps is not None and not math.isclose(eps, base.eps, rel_tol=1e-9, abs_tol=0.0):
         raise HTTPException(422, f"eps {eps:g} disagrees with the artefacts (eps={base.eps:g}, baked into the graphs): "
                                  "drop it, or serve artefacts exported with it")
@@ -591,7 +589,9 @@ def _options(engine: SearchEngine, settings: ServeSettings, q: dict) -> tuple[Pu
     if seed is not None:
         changes["seed"] = seed
     if restarts is not None:
-        changes["duplicates"] = 1 + restarts  # today's engine: every start runs (engine_adapter docstring)
+        changes["restarts"] = restarts  # extra starts, each only after the previous ones missed eps
+    if early_stop is not None:
+        changes["early_stop"] = early_stop
     try:
         options = replace(base, **changes)
     except PulseError as e:

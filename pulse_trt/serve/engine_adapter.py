@@ -4,39 +4,30 @@
     engine.start()                                            # artefacts found or exported, warmed
     ticket = engine.submit(target, options, progress=cb)      # target [3, lr, lr] float in [0, 1]
     ticket.future.result()                                    # ImageResult (or SearchCancelled)
-    ticket.cancel("client went away")                         # out of the queue, or its rows stop
+    ticket.cancel("client went away")                         # its slot is freed at the next sync
 
 The service (app.py) knows only this interface: submit / cancel / progress callbacks / queue
-depth / busy slots / counters. When the continuous-batching scheduler (issue 12: engine/
-scheduler.py, `Pulse.submit`) lands, this module alone changes: `submit` becomes the scheduler's
-submit, `Ticket.cancel` its cancel (the slot is freed at the next sync), and the batching below
-goes away.
-
-What runs today (the lockstep engine of engine/loop.py, driven one chunk at a time):
+depth / busy slots / counters. Underneath is the engine's one search loop, the continuous-
+batching scheduler (engine/scheduler.py), through its public API (engine.api.PulseEngine):
   1. `pulse_trt.api.Pulse` resolves the artefacts (the cache, exporting on first use, or
-     --artifacts; TensorRT engines built there) and is closed again; the worker opens one runner
-     on them (engine.api.make_runner), so one process holds one engine.
-  2. One worker thread takes the oldest queued ticket and, in queue order, every other queued
-     ticket with the same lockstep key (steps, learning rate, schedule), while their rows
-     (options.duplicates each) fit in `slots`. Seeds, duplicates and the target are per ticket.
-  3. The chunk runs as engine.loop.run_search does (same starts, schedule, tracker, restart
-     choice: for one ticket the result equals Pulse.search's), with per-ticket starts keyed by
-     (seed, index, restart), so a result does not depend on its neighbours beyond float rounding.
-     After every step each ticket's progress callback gets (step, steps, L2 now, min L2), and
-     every `preview_every` steps a render of its best iterate so far.
-  4. Cancellation: a queued ticket leaves the queue at once; a running ticket's future fails at
-     once, but its rows run until the chunk ends unless every ticket of the chunk is cancelled,
-     in which case the chunk stops at the next step (the slots are free). Per-row retirement is
-     the scheduler's (issue 12).
-A new ticket waits for the running chunk to end (up to `steps` steps): admission into free slots
-mid-search is the scheduler's too.
+     --artifacts; TensorRT engines built there) and is closed again; one PulseEngine with
+     `slots` rows is opened on them, so one process holds one engine.
+  2. `submit` is PulseEngine.submit_target with the ticket's own options (steps, seed, restarts,
+     early_stop; graph options as the artefacts'): a face takes a free slot at the scheduler's
+     next sync (every sync_every steps), beside whatever else runs; its result does not depend
+     on its neighbours or its slot.
+  3. Progress comes from the scheduler's observe callback after every sync: the L2 of each step
+     run since the last one (one Progress per step), the smallest L2 so far, and, every
+     `preview_every` steps, a render of the best iterate so far.
+  4. `Ticket.cancel` fails the ticket's future at once (SearchCancelled with the reason) and
+     cancels the scheduler request: it leaves the queue, or its slot is freed at the next sync.
 """
 from __future__ import annotations
 
 import collections
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -44,7 +35,7 @@ import numpy as np
 
 from ..engine.errors import PulseError
 from ..engine.options import PulseOptions
-from ..engine.result import ImageResult, TrajectoryTracker, pick_restart, to_uint8
+from ..engine.result import to_uint8
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 WARMUP_STEPS = 2
@@ -57,10 +48,11 @@ class SearchCancelled(PulseError):
 
 @dataclass
 class Progress:
-    """One progress report of a ticket, after `step` of `steps` optimiser steps.
+    """One progress report of a ticket, after `step` of `steps` optimiser steps (over all its
+    starts; `steps` grows when a restart is queued and shrinks on early stop).
 
-    l2:     the L2 of this step (the smallest over the ticket's starts).
-    min_l2: the smallest L2 so far.
+    l2:     the L2 of this step.
+    min_l2: the smallest L2 so far (over its starts).
     image:  [R, R, 3] uint8 render of the best iterate so far, on preview steps; else None.
     """
 
@@ -84,18 +76,11 @@ class Ticket:
     future: Future = field(default_factory=Future)
     state: str = "queued"
     submitted: float = field(default_factory=time.perf_counter)
-    started: float | None = None
+    started: float | None = None  # its first sync in a slot
     _engine: "SearchEngine | None" = None
-
-    @property
-    def key(self) -> tuple:
-        """Tickets with the same key can share a lockstep chunk."""
-        o = self.options
-        return (o.steps, o.learning_rate, o.lr_schedule)
-
-    @property
-    def rows(self) -> int:
-        return self.options.duplicates
+    _search: Future | None = None  # the engine's future (PulseEngine.submit_target)
+    _steps_done: int = 0
+    _min_l2: float = float("inf")
 
     def cancel(self, reason: str = "cancelled") -> bool:
         """Cancel with `reason`; False when it had already finished."""
@@ -108,15 +93,12 @@ class SearchEngine:
     Args:
         pulse:  a pulse_trt.api.Pulse for the generator, LR size, graph options and backend
                 (not backend "torch": the service runs exported artefacts).
-        slots:  rows searched together (each ticket takes options.duplicates rows).
+        slots:  rows searched together (each start of a ticket takes one while it runs).
         log:    receives one-line messages (export on first use, warm-up).
         runner_options: passed to the runner (e.g. threads=2 for "ort").
-    Capabilities of today's engine (the scheduler's differ): early_stop is not available;
-    restarts run as duplicates (every start always runs, the best is kept).
     """
 
-    supports_early_stop = False
-    restarts_as_duplicates = True
+    supports_early_stop = True
 
     def __init__(self, pulse, *, slots: int = 8, log: Callable[[str], None] | None = None, **runner_options):
         if pulse.backend == "torch":
@@ -127,15 +109,12 @@ class SearchEngine:
         self.slots = slots
         self._log = log or (lambda msg: None)
         self._runner_options = runner_options
-        self._runner = None
+        self._engine = None  # engine.api.PulseEngine
         self.manifest = None
         self.ready = False
-        self._cv = threading.Condition()
-        self._queue: collections.deque[Ticket] = collections.deque()
-        self._running: list[Ticket] = []
-        self._running_rows = 0
+        self._lock = threading.Lock()
+        self._live: set[Ticket] = set()
         self._closing = False
-        self._worker: threading.Thread | None = None
         # counters (read by the metrics): optimiser row-steps, finished searches by outcome
         self.row_steps = 0
         self.finished = collections.Counter()
@@ -156,228 +135,173 @@ class SearchEngine:
         return self.pulse.options
 
     def describe(self) -> dict:
+        sync = self._engine.sync_every if self._engine is not None else None
         return {"generator": self.pulse.describe(), "backend": self.pulse.backend, "precision": self.pulse.precision,
                 "device": self.pulse.device, "artifacts_key": self.pulse.key, "lr_size": self.lr_size,
-                "resolution": self.resolution, "slots": self.slots, "engine": "lockstep chunks (engine/loop.py)"}
+                "resolution": self.resolution, "slots": self.slots, "sync_every": sync,
+                "engine": "continuous batching (engine/scheduler.py)"}
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> "SearchEngine":
-        """Find or export the artefacts, open the runner, warm it up with a short search, start
-        the worker. Blocking (minutes on a first export); PulseError on failure."""
-        from ..engine.api import make_runner  # noqa: PLC0415
+        """Find or export the artefacts, open the engine, warm it up with a short search. Blocking
+        (minutes on a first export); PulseError on failure."""
+        from ..engine.api import PulseEngine  # noqa: PLC0415
 
         self.pulse.prepare()  # artefacts (cache / export / --artifacts), TensorRT engines
-        self.pulse.close()  # its runner: ours is opened below, once
+        self.pulse.close()  # its engine: ours is opened below, once, with our slots
         self.manifest = self.pulse.manifest
-        runner = make_runner(self.manifest, self.pulse.backend, **self._runner_options)
-        runner.activate()
-        self._runner = runner
-        warm = Ticket(target=np.zeros((3, self.lr_size, self.lr_size), np.float32),
-                      options=PulseOptions(**{**self.options.to_dict(), "steps": WARMUP_STEPS, "duplicates": 1}))
-        self._run_chunk([warm], count=False)
-        with self._cv:
-            self._worker = threading.Thread(target=self._loop, name="pulse-serve-engine", daemon=True)
-            self._worker.start()
+        kwargs = dict(self._runner_options)
+        if self.pulse.backend == "tensorrt":
+            kwargs.update(self.pulse._trt_engines())
+        engine = PulseEngine(self.manifest, self.pulse.backend, slots=self.slots, options=self.options, **kwargs)
+        engine.prepare()
+        self._engine = engine
+        self._warm_up()
+        with self._lock:
             self.ready = True
         return self
 
+    def _warm_up(self) -> None:
+        """One short search through the engine (first-run allocations happen here, not in a request)."""
+        o = PulseOptions(**{**self.options.to_dict(), "steps": WARMUP_STEPS, "duplicates": 1, "restarts": 0,
+                            "early_stop": False})
+        self._engine.submit_target(np.zeros((3, self.lr_size, self.lr_size), np.float32), options=o).result()
+
     def close(self, reason: str = "the server is shutting down") -> None:
-        """Cancel everything queued or running with `reason`, stop the worker, release the runner."""
+        """Cancel everything queued or running with `reason`, stop the engine, release the runner."""
         self.cancel_all(reason)
-        with self._cv:
+        with self._lock:
             self._closing = True
             self.ready = False
-            self._cv.notify_all()
-            worker = self._worker
-        if worker is not None:
-            worker.join()
-        if self._runner is not None:
-            self._runner.deactivate()
-            self._runner = None
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
 
     # -- tickets ----------------------------------------------------------------------------------
     def submit(self, target: np.ndarray, options: PulseOptions, *, index: int = 0,
                progress: Callable[[Progress], None] | None = None, preview_every: int = 0) -> Ticket:
         """Queue one search. target [3, lr, lr] float32 in [0, 1]; options: its PulseOptions
         (graph options as the artefacts', runtime ones free); index keys its seeded starts
-        (start k: (seed, index, k)). PulseError when the engine is not running or the ticket
-        cannot fit (more duplicates than slots)."""
+        (start k: (seed, index, k)). PulseError when the engine is not running or the options
+        do not fit (more duplicates than slots)."""
         if options.duplicates > self.slots:
             raise PulseError(f"{options.duplicates} starts per face need {options.duplicates} slots; this server has {self.slots}")
         ticket = Ticket(target=target, options=options, index=index, progress=progress, preview_every=preview_every)
         ticket._engine = self
-        with self._cv:
+        with self._lock:
             if not self.ready or self._closing:
                 raise PulseError("the engine is not running")
-            self._queue.append(ticket)
-            self._cv.notify_all()
+            engine = self._engine
+            self._live.add(ticket)
+        try:
+            ticket._search = engine.submit_target(target, options=options, index=index,
+                                                  progress=lambda done, total: self._on_steps(ticket, done),
+                                                  observe=lambda obs: self._on_observe(ticket, obs))
+        except BaseException:
+            with self._lock:
+                self._live.discard(ticket)
+            raise
+        ticket._search.add_done_callback(lambda f: self._on_done(ticket, f))
         return ticket
 
     def _cancel(self, ticket: Ticket, reason: str) -> bool:
-        with self._cv:
+        with self._lock:
             if ticket.state in ("done", "failed", "cancelled"):
                 return False
-            if ticket.state == "queued":
-                try:
-                    self._queue.remove(ticket)
-                except ValueError:
-                    pass
             ticket.state = "cancelled"
+            self._live.discard(ticket)
             self.finished["cancelled"] += 1
+        if ticket._search is not None:
+            ticket._search.cancel()  # the scheduler drops it at its next sync: queue place or slot freed
         if not ticket.future.done():
             ticket.future.set_exception(SearchCancelled(reason))
         return True
 
     def cancel_all(self, reason: str) -> int:
         """Cancel every queued and running ticket; returns how many."""
-        with self._cv:
-            tickets = list(self._queue) + list(self._running)
+        with self._lock:
+            tickets = list(self._live)
         return sum(t.cancel(reason) for t in tickets)
 
     @property
     def queue_depth(self) -> int:
-        """Searches waiting for a slot."""
-        with self._cv:
-            return len(self._queue)
+        """Searches waiting for a slot (cancelled ones leave at once)."""
+        s = self._engine.scheduler if self._engine is not None else None
+        return s.waiting if s is not None else 0
 
     @property
     def busy_slots(self) -> int:
-        """Rows of the running chunk (cancelled rows still count until the chunk stops)."""
-        with self._cv:
-            return self._running_rows
+        """Slots running a start (a cancelled one's until the next sync)."""
+        s = self._engine.scheduler if self._engine is not None else None
+        return s.running if s is not None else 0
 
     def idle(self) -> bool:
-        with self._cv:
-            return not self._queue and not self._running
+        """No live ticket and nothing in the scheduler (cancelled starts have left their slots)."""
+        with self._lock:
+            if self._live:
+                return False
+        s = self._engine.scheduler if self._engine is not None else None
+        return s is None or not s.has_work()
 
     def rates(self, now: float | None = None) -> tuple[float, float]:
         """(optimiser row-steps per second, images per second) over the last RATE_WINDOW_S."""
         now = time.perf_counter() if now is None else now
-        with self._cv:
+        with self._lock:
             while self._events and self._events[0][0] < now - RATE_WINDOW_S:
                 self._events.popleft()
             steps = sum(e[1] for e in self._events)
             images = sum(e[2] for e in self._events)
         return steps / RATE_WINDOW_S, images / RATE_WINDOW_S
 
-    # -- the worker -------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._closing and not self._queue:
-                    self._cv.wait()
-                if self._closing:
-                    return
-                chunk = self._take_chunk()
-            try:
-                self._run_chunk(chunk)
-            except Exception as e:  # noqa: BLE001  a failed chunk fails its tickets; the engine goes on
-                for t in chunk:
-                    self._fail(t, e)
-            finally:
-                with self._cv:
-                    self._running, self._running_rows = [], 0
+    # -- engine callbacks (its worker thread) -----------------------------------------------------
+    def _on_steps(self, ticket: Ticket, done: int) -> None:
+        """progress(done, total) of the scheduler: counts the row-steps (every sync, and the last)."""
+        with self._lock:
+            new, ticket._steps_done = done - ticket._steps_done, done
+            if ticket.state == "queued":
+                ticket.state, ticket.started = "running", time.perf_counter()
+            self.row_steps += new
+            self._events.append((time.perf_counter(), new, 0))
 
-    def _take_chunk(self) -> list[Ticket]:
-        """(Under the lock.) The oldest ticket and, in queue order, others with its key that fit."""
-        first = self._queue[0]
-        chunk, rows = [], 0
-        for t in list(self._queue):
-            if t.key == first.key and rows + t.rows <= self.slots:
-                chunk.append(t)
-                rows += t.rows
-                self._queue.remove(t)
-        for t in chunk:
-            t.state, t.started = "running", time.perf_counter()
-        self._running, self._running_rows = chunk, rows
-        return chunk
+    def _on_observe(self, ticket: Ticket, obs) -> None:
+        """The scheduler's observation after a sync -> one Progress per step run since the last."""
+        if ticket.progress is None or ticket.state != "running" or not obs.l2:
+            return
+        first = obs.done - len(obs.l2)  # steps done before this block
+        every = ticket.preview_every
+        image = None
+        if every and obs.done // every > first // every:
+            image = to_uint8(obs.render())
+        for i, l2 in enumerate(obs.l2):
+            ticket._min_l2 = min(ticket._min_l2, l2)
+            last = i == len(obs.l2) - 1
+            p = Progress(step=first + i + 1, steps=obs.total, l2=l2, min_l2=obs.min_l2 if last else ticket._min_l2,
+                         image=image if last else None)
+            ticket.progress(p)  # one that raises fails its own ticket (the scheduler's rule)
 
-    def _fail(self, ticket: Ticket, error: BaseException) -> None:
-        with self._cv:
+    def _on_done(self, ticket: Ticket, search: Future) -> None:
+        if search.cancelled():
+            return  # cancelled by _cancel, which has settled the ticket
+        try:
+            result = search.result()
+        except CancelledError:
+            result, error = None, SearchCancelled("cancelled")
+        except BaseException as e:  # noqa: BLE001
+            result, error = None, e
+        with self._lock:
             if ticket.state in ("done", "failed", "cancelled"):
                 return
-            ticket.state = "failed"
-            self.finished["failed"] += 1
-        if not ticket.future.done():
+            self._live.discard(ticket)
+            if result is None:
+                ticket.state = "cancelled" if isinstance(error, SearchCancelled) else "failed"
+                self.finished[ticket.state] += 1
+            else:
+                ticket.state = "done"
+                self.finished["success" if result.record["success"] else "missed"] += 1
+                self._events.append((time.perf_counter(), 0, 1))
+        if result is None:
             ticket.future.set_exception(error)
-
-    def _run_chunk(self, chunk: list[Ticket], *, count: bool = True) -> None:
-        """engine.loop.run_search's algorithm over the tickets' rows, with per-ticket starts,
-        progress, previews and early exit when every ticket is cancelled."""
-        from ..engine.loop import chunk_feeds  # noqa: PLC0415
-
-        t0 = time.perf_counter()
-        m, runner = self.manifest, self._runner
-        opts = chunk[0].options  # the lockstep key: steps, learning rate, schedule
-        spans, parts, noise = [], [], []
-        for t in chunk:
-            o = t.options
-            rows = [(t.index, k) for k in range(o.duplicates)]
-            feeds, start = chunk_feeds(m, np.repeat(t.target[None], o.duplicates, axis=0), rows, o)
-            first = sum(len(s) for s in spans)
-            spans.append(range(first, first + o.duplicates))
-            parts.append(feeds)
-            noise.append(start.noise)
-        feeds = {k: np.ascontiguousarray(np.concatenate([p[k] for p in parts])) for k in parts[0]}
-        frozen = {f"noise{i}": np.concatenate([n[i] for n in noise]) for i in range(len(noise[0]))}
-        n_rows = sum(len(s) for s in spans)
-        runner.load(feeds)
-        tracker = TrajectoryTracker(n_rows, opts.eps)
-        for j in range(opts.steps):
-            if all(t.state == "cancelled" for t in chunk):
-                return  # every ticket gave up: the slots are free now
-            terms = runner.step(opts.lr_at(j), j + 1)
-            runner.keep(tracker.update(j, terms))
-            if count:
-                self._count(n_rows, 0)
-            self._report(chunk, spans, tracker, terms, frozen, j + 1, opts.steps)
-        best = runner.best()
-        out = runner.render(self._render_feeds(best, frozen, slice(None)))
-        seconds = time.perf_counter() - t0
-        for t, span in zip(chunk, spans):
-            records = [tracker.record(r) for r in span]
-            chosen = pick_restart(records)
-            row = span[chosen]
-            record = {"input": t.index, "restart": chosen, **records[chosen], "seconds": seconds,
-                      "queue_seconds": t.started - t.submitted if t.started else 0.0, "backend": runner.name,
-                      "options": t.options.to_dict()}
-            result = ImageResult(hr=out["image"][row].copy(), lr=out["lr_image"][row].copy(), record=record,
-                                 history=tracker.history(row))
-            with self._cv:
-                if t.state != "running":
-                    continue  # cancelled while running: no result
-                t.state = "done"
-                if count:
-                    self.finished["success" if record["success"] else "missed"] += 1
-            if count:
-                self._count(0, 1)
-            t.future.set_result(result)
-
-    def _render_feeds(self, best: dict, frozen: dict, rows) -> dict:
-        return {name: np.ascontiguousarray(best[name][rows] if name in best else frozen[name][rows])
-                for name in self.manifest.render_inputs}
-
-    def _report(self, chunk, spans, tracker, terms, frozen, step: int, steps: int) -> None:
-        """Progress callbacks after a step; one render for every ticket due a preview."""
-        l2 = np.asarray(terms["L2"], np.float64)
-        due = [i for i, t in enumerate(chunk) if t.progress is not None and t.state == "running" and t.preview_every
-               and (step % t.preview_every == 0 or step == steps)]
-        images = {}
-        if due:
-            best_rows = [spans[i][int(np.argmin(tracker.best_total[spans[i].start:spans[i].stop]))] for i in due]
-            rendered = self._runner.render(self._render_feeds(self._runner.best(), frozen, best_rows))["image"]
-            images = {i: to_uint8(rendered[k]) for k, i in enumerate(due)}
-        for i, (t, span) in enumerate(zip(chunk, spans)):
-            if t.progress is None or t.state != "running":
-                continue
-            p = Progress(step=step, steps=steps, l2=float(np.nanmin(l2[span.start:span.stop])),
-                         min_l2=float(np.min(tracker.min_l2[span.start:span.stop])), image=images.get(i))
-            try:
-                t.progress(p)
-            except Exception as e:  # noqa: BLE001  a callback that raises fails its own ticket only
-                self._fail(t, e)
-
-    def _count(self, row_steps: int, images: int) -> None:
-        with self._cv:
-            self.row_steps += row_steps
-            self._events.append((time.perf_counter(), row_steps, images))
+            return
+        started = ticket.started if ticket.started is not None else ticket.submitted
+        result.record["queue_seconds"] = started - ticket.submitted  # submission to its first sync in a slot
+        ticket.future.set_result(result)

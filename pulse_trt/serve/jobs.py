@@ -118,6 +118,9 @@ class Job:
                 face.result = future.result()
                 face.state, face.step = "done", int(face.result.record["steps"])
                 face.l2_history = list(face.result.history.get("L2", face.l2_history))
+                if face.l2_history:  # the last sync's steps are reported by the result, not by progress
+                    face.l2 = float(face.l2_history[-1])
+                face.min_l2 = float(face.result.record.get("min_l2", face.min_l2))
             elif isinstance(exc, SearchCancelled):
                 face.state, face.error = "cancelled", str(exc)
             else:

@@ -11,7 +11,7 @@
     pulse_search_row_steps_total               optimiser row-steps run (counter)
     pulse_searches_total{outcome}              finished searches: success, missed (eps), failed, cancelled
     pulse_success_ratio                        success / (success + missed)
-    pulse_search_seconds                       time a search ran, start of its chunk to result (histogram)
+    pulse_search_seconds                       time a search took, submission to result (histogram)
     pulse_queue_seconds                        time a search waited for a slot (histogram)
 """
 from __future__ import annotations
@@ -46,9 +46,9 @@ class Metrics:
         self.requests = Counter("pulse_http_requests", "requests answered", ["route", "status"], registry=r)
         self.latency = Histogram("pulse_http_request_seconds", "request latency", ["route"],
                                  buckets=SECONDS_BUCKETS, registry=r)
-        self.search_seconds = Histogram("pulse_search_seconds", "time a search ran (its chunk's start to its result)",
+        self.search_seconds = Histogram("pulse_search_seconds", "time a search took (its submission to its result)",
                                         buckets=SECONDS_BUCKETS, registry=r)
-        self.queue_seconds = Histogram("pulse_queue_seconds", "time a search waited for a slot",
+        self.queue_seconds = Histogram("pulse_queue_seconds", "time a search waited for its first sync in a slot",
                                        buckets=SECONDS_BUCKETS, registry=r)
         Gauge("pulse_queue_depth", "searches waiting for a slot", registry=r).set_function(lambda: engine.queue_depth)
         Gauge("pulse_slots", "rows of the engine", registry=r).set_function(lambda: engine.slots)

@@ -261,6 +261,30 @@ def test_submit_progress_and_the_future(toy_dir):
     assert res.record["starts"] == 2
 
 
+def test_observe_reports_step_losses_and_renders_the_best_without_changing_results(toy_dir):
+    rgb = (np.arange(12, dtype=np.uint8) * 20).reshape(2, 2, 3)
+    seen, kept = [], []
+
+    def observe(o):
+        seen.append((o.done, o.total, list(o.l2), o.min_l2, o.render()))
+        kept.append(o)
+
+    with PulseEngine(toy_dir, slots=2, sync_every=5) as engine:
+        options = replace(engine.options, duplicates=1)
+        plain = engine.submit(rgb, options=options).result(timeout=60)
+        watched = engine.submit(rgb, options=options, observe=observe).result(timeout=60)
+    _same(plain, watched, exact=True)  # rendering mid-search reads best.X only
+    steps = options.steps
+    assert [(d, t) for d, t, *_ in seen] == [(d, steps) for d in range(5, steps, 5)]  # the last block: the result
+    l2 = [v for _, _, block, _, _ in seen for v in block]
+    np.testing.assert_allclose(l2, watched.history["L2"][:len(l2)], rtol=1e-6)
+    for d, _, _, low, image in seen:
+        assert low == pytest.approx(float(np.min(watched.history["L2"][:d])), rel=1e-6)
+        assert image.shape == plain.hr.shape and np.isfinite(image).all()
+    with pytest.raises(PulseError, match="only valid inside"):
+        kept[0].render()
+
+
 def test_cancel_frees_the_slot_and_leaves_no_record(toy_dir):
     m = load_manifest(toy_dir)
     rgb = (np.arange(12, dtype=np.uint8) * 20).reshape(2, 2, 3)

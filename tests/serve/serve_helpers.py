@@ -1,5 +1,5 @@
 """Helpers of the service tests: a real server (uvicorn on 127.0.0.1, a free port, in a thread),
-an engine whose chunks wait at a gate (to hold searches in the queue or in their slots without
+an engine whose scheduler blocks wait at a gate (to hold searches in the queue or in their slots without
 timing), small PNGs, and bounded waits."""
 from __future__ import annotations
 
@@ -47,20 +47,27 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 class GatedEngine(SearchEngine):
-    """The real engine, except that every chunk (not the warm-up) waits for `gate` before its
-    first step: tests hold searches in their slot or in the queue, then let them go."""
+    """The real engine, except that every block of the scheduler after the warm-up waits for
+    `gate` before it runs: tests hold searches in their slots (admitted) or in the queue (handed
+    in while a block waits), then let them go."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.gate = threading.Event()
-        self.chunks: list[int] = []  # tickets per chunk, in order
+        self.blocks: list[int] = []  # rows run by each gated block, in order
 
-    def _run_chunk(self, chunk, *, count=True):
-        if count:
-            self.chunks.append(len(chunk))
+    def _warm_up(self):
+        super()._warm_up()
+        runner = self._engine._runner
+        run = runner.run
+
+        def gated(n, lr, t):
+            self.blocks.append(n)
             if not self.gate.wait(WAIT_S):
                 raise RuntimeError("test gate never opened")
-        return super()._run_chunk(chunk, count=count)
+            return run(n, lr, t)
+
+        runner.run = gated
 
 
 @contextmanager

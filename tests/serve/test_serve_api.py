@@ -48,7 +48,9 @@ def test_upsample_json_multipart(server):
     assert body["name"] == "me.png" and len(body["faces"]) == 1
     f = body["faces"][0]
     rec = f["record"]
-    assert rec["steps"] == 12 and rec["options"]["duplicates"] == 2 and rec["restart"] in (0, 1)
+    assert rec["steps"] == 12 and rec["options"]["restarts"] == 1 and rec["options"]["duplicates"] == 1
+    assert rec["starts"] in (1, 2) and rec["restart"] < rec["starts"]
+    assert rec["starts"] == 2 or rec["success"]  # a restart runs only after a miss
     assert rec["input"] == "me.png" and rec["lr_size"] == 8 and rec["hr_size"] == 64
     assert set(f["images_png_base64"]) == {"pulse", "pulse_lr", "input", "bicubic"}
     images = {k: decode_png(base64.b64decode(v)) for k, v in f["images_png_base64"].items()}
@@ -57,9 +59,24 @@ def test_upsample_json_multipart(server):
     assert rec["output_l2"] == pytest.approx(rec["l2"], rel=1e-3, abs=1e-6)
 
 
-def test_clients_share_one_chunk_and_results_do_not_depend_on_neighbours(server, make_engine):
-    """Four clients at once: their searches run in one chunk of the shared engine, each client
-    gets its own face back, and each result equals the same request run alone (float rounding)."""
+def test_early_stop_and_restarts_go_to_the_scheduler(server):
+    """early_stop (no longer refused) and restarts reach the search as the request's options."""
+    with server(steps=20) as (url, app):
+        r = httpx.post(f"{url}/v1/upsample?early_stop=true&restarts=2&steps=30&eps=0.002", content=face_png(3),
+                       headers={"Content-Type": "image/png"}, timeout=60)
+        info = httpx.get(f"{url}/v1/info").json()
+    assert r.status_code == 200, r.text
+    rec = r.json()["faces"][0]["record"]
+    assert rec["options"]["early_stop"] is True and rec["options"]["restarts"] == 2
+    assert 1 <= rec["starts"] <= 3 and rec["search_steps"] <= 30 * rec["starts"]
+    assert rec["success"] or rec["starts"] == 3  # a miss runs every restart
+    assert info["early_stop"] is True and info["engine"].startswith("continuous batching")
+
+
+def test_clients_share_the_slots_and_results_do_not_depend_on_neighbours(server, make_engine):
+    """Four clients at once: the first search takes a slot, the others join it in free slots at
+    the next sync (no waiting for it to end), each client gets its own face back, and each
+    result equals the same request run alone."""
     faces = [face_png(10 + i) for i in range(4)]
     engine = make_engine(steps=15, slots=4, gated=True)
     out: dict[int, dict] = {}
@@ -72,8 +89,7 @@ def test_clients_share_one_chunk_and_results_do_not_depend_on_neighbours(server,
         threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        wait_for(lambda: engine.chunks and engine.queue_depth + engine.busy_slots == 4, "four searches admitted")
-        wait_for(lambda: engine.queue_depth == 3 or engine.busy_slots == 4, "the queue to hold them")
+        wait_for(lambda: engine.blocks and engine.queue_depth + engine.busy_slots == 4, "four searches handed in")
         engine.gate.set()
         for t in threads:
             t.join(60)
@@ -82,7 +98,7 @@ def test_clients_share_one_chunk_and_results_do_not_depend_on_neighbours(server,
             r = httpx.post(f"{url}/v1/upsample?seed={i}", content=faces[i], headers={"Content-Type": "image/png"}, timeout=60)
             alone[i] = r.json()
     assert all(out[i]["status"] == 200 for i in range(4)), out
-    assert max(engine.chunks[:2]) >= 3  # (the first chunk may start before the last client arrives)
+    assert max(engine.blocks[:3]) >= 3  # the later arrivals joined the running search's blocks
     for i in range(4):
         got = out[i]["faces"][0]
         assert np.array_equal(decode_png(base64.b64decode(got["images_png_base64"]["input"])), decode_png(faces[i]))

@@ -105,7 +105,7 @@ BAD_OPTIONS = [  # (query, status, start of the message)
     ("steps=5000", 422, "steps must be between 1 and 1000 on this server"),
     ("seed=-1", 422, "seed: Input should be greater than or equal to 0"),
     ("restarts=4", 422, "restarts must be between 0 and 3 on this server (4 slots)"),
-    ("early_stop=true", 422, "early_stop needs the engine's continuous-batching scheduler"),
+    ("early_stop=maybe", 422, "early_stop: Input should be a valid boolean"),
     ("eps=0.001", 422, "eps 0.001 disagrees with the artefacts (eps=0.002, baked into the graphs)"),
     ("timeout=0", 422, "timeout: Input should be greater than 0"),
     ("format=gif", 422, "format: Input should be 'json' or 'png'"),
