@@ -202,6 +202,8 @@ class SearchEngine:
                 self._live.discard(ticket)
             raise
         ticket._search.add_done_callback(lambda f: self._on_done(ticket, f))
+        if ticket.state == "cancelled":  # cancelled from another thread while it was being handed in
+            ticket._search.cancel()
         return ticket
 
     def _cancel(self, ticket: Ticket, reason: str) -> bool:

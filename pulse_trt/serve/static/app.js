@@ -27,6 +27,8 @@ async function loadInfo() {
     $("steps").value = info.defaults.steps;
     $("steps").max = info.limits.max_steps;
     $("restarts").max = info.limits.max_restarts;
+    $("restarts").value = info.defaults.restarts;
+    $("early_stop").checked = !!info.defaults.early_stop;
     $("seed").value = info.defaults.seed;
   } catch (e) {
     $("engine").textContent = "PULSE face super-resolution (engine description unavailable)";
@@ -199,6 +201,7 @@ async function submit() {
   if (!state.file) { showError("choose an image first"); return; }
   const q = new URLSearchParams({ steps: $("steps").value, restarts: $("restarts").value, seed: $("seed").value });
   if ($("align").checked) q.set("align", "true");
+  if ($("early_stop").checked) q.set("early_stop", "true");
   const form = new FormData();
   form.append("file", state.file, state.file.name);
   $("go").disabled = true;
