@@ -220,7 +220,7 @@ def test_api_accepts_uint8_and_pil_and_validates(toy_dir):
         assert engine.lr_size == 2 and engine.resolution == 8
         a, = engine.upsample([rgb])
         b, = engine.upsample([Image.fromarray(rgb)])
-        assert a.record["backend"] == "ort" and a.record["artifacts_key"] == "toy" and len(engine.upsample([rgb, rgb])) == 2
+        assert a.record["backend"] == "ort" and a.record["artifacts_key"] == engine.manifest.key and len(engine.upsample([rgb, rgb])) == 2
         np.testing.assert_array_equal(a.hr, b.hr)  # same pixels, same seed: the same search
         with pytest.raises(PulseError, match="image 1 is 3x3"):
             engine.upsample([rgb, np.zeros((3, 3, 3), np.uint8)])
