@@ -300,6 +300,36 @@ class NearestUpsampleAsExpand(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def instance_norm_formula(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """F.instance_norm without affine or running statistics, written out:
+    (x - mean) * rsqrt(mean((x - mean)^2) + eps) over dims >= 2, per image and channel."""
+    dims = tuple(range(2, x.ndim))
+    x = x - x.mean(dim=dims, keepdim=True)
+    return x * torch.rsqrt(x.square().mean(dim=dims, keepdim=True) + eps)
+
+
+class InstanceNormAsFormula(torch.overrides.TorchFunctionMode):
+    """While active, F.instance_norm (no affine, no running statistics) runs as
+    instance_norm_formula.
+
+    Traced, F.instance_norm becomes batch_norm on a [1, B*C, H, W] view and torch's decomposition
+    of native_batch_norm_backward: a different float32 summation order from eager autograd,
+    which Adam's first steps (update ~ lr * sign(g) where |g| is tiny) turn into visible latent
+    differences. The formula traces into the same ReduceMean / Sub / Mul / Rsqrt as autograd
+    differentiates it.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.instance_norm:
+            names = ("input", "running_mean", "running_var", "weight", "bias", "use_input_stats", "momentum", "eps")
+            bound = {**dict(zip(names, args)), **kwargs}
+            plain = all(bound.get(k) is None for k in names[1:5]) and bound.get("use_input_stats", True)
+            if plain:
+                return instance_norm_formula(bound["input"], bound.get("eps", 1e-5))
+        return func(*args, **kwargs)
+
+
 def split_as_slices(x, split_size, dim=0):
     """aten.split.Tensor as narrow() slices (ONNX Slice), not a tensor sequence."""
     size = int(x.shape[dim])

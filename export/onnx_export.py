@@ -34,7 +34,7 @@ from ..engine.errors import PulseError
 from ..engine.files import check_folder_path, remove_stale_temps, temp_prefix
 from ..engine.manifest import artifact_key, file_record, load_manifest
 from ..engine.options import RUNTIME_OPTIONS, PulseOptions
-from .decompositions import NearestUpsampleAsExpand, decomposition_table
+from .decompositions import InstanceNormAsFormula, NearestUpsampleAsExpand, decomposition_table
 from .generators.base import Generator
 from .step import PRECISIONS, TensorInfo, make_render_fn, make_step_fn, step_layout
 
@@ -147,7 +147,7 @@ def trace_graph(fn: Callable, example: list[torch.Tensor]) -> torch.fx.GraphModu
     forward ops only (gradients included), weights as constants."""
     from torch.fx.experimental.proxy_tensor import make_fx  # noqa: PLC0415
 
-    with NearestUpsampleAsExpand():
+    with NearestUpsampleAsExpand(), InstanceNormAsFormula():
         return make_fx(fn, decomposition_table=decomposition_table(), tracing_mode="symbolic",
                        _allow_non_fake_inputs=True)(*example)
 

@@ -8,7 +8,7 @@ Same architecture, scales and state-dict keys as the port PULSE loads (`synthesi
     4x4:   x = const + bias; epi1(w0, n0); conv 3x3; epi2(w1, n1)
     RxR:   conv0_up (2x upsample + conv 3x3, blur [1,2,1]x[1,2,1]/16, + bias); epi1; conv1 3x3; epi2
            (nearest upsample then conv below 128 px output; the fused transposed conv from 128 px)
-    epi:   x + noise * weight[C]; LeakyReLU 0.2; instance norm (eps 1e-8); x * (1 + ys) + yb with
+    epi:   x + noise * weight[C]; LeakyReLU 0.2; instance norm (eps 1e-5); x * (1 + ys) + yb with
            [ys, yb] = equalised dense(w_row) (gain 1)
     torgb: one equalised 1x1 conv (gain 1) at the last resolution.
 
@@ -16,9 +16,15 @@ Equalised learning rate: the stored weight is multiplied at run time by
 w_mul = gain * fan_in^-0.5 * lrmul (gain sqrt(2) except style_mod and torgb, gain 1; lrmul 0.01 in
 the mapping, else 1) and the bias by b_mul = lrmul.
 
-Instance norm: NVIDIA's definition (x - mean, then * rsqrt(mean(x^2) + 1e-8)). The port PULSE
-ran uses torch.nn.InstanceNorm2d (eps 1e-5); the two differ by var*(1e-5 - 1e-8) under the square
-root, about 5e-6 relative for unit-variance activations.
+Instance norm: what PULSE runs, torch.nn.InstanceNorm2d (no affine, eps 1e-5):
+(x - mean) / sqrt(var + 1e-5) per image and channel, var biased. NVIDIA's TensorFlow release uses
+eps 1e-8; with random weights at 1024 px the two differ by about 1e-4 relative in the image
+(issue 17), so this follows PULSE. F.instance_norm is one fused kernel forward and one backward
+in eager PyTorch, where the formula written out is about ten passes over each activation: at
+1024 px, where the layers are wide and thin (16-32 channels of 512^2-1024^2), that was the
+reference's largest cost after the convolutions. The export traces the written-out formula
+instead (export.decompositions.InstanceNormAsFormula: the same ops in the graph and in the
+verification's eager step).
 """
 from __future__ import annotations
 
@@ -39,7 +45,8 @@ SQRT2 = math.sqrt(2.0)
 MAPPING_LRMUL = 0.01
 MAPPING_LAYERS = 8
 FUSED_MIN_RESOLUTION = 128  # output side from which conv0_up is the fused transposed conv
-NORM_EPS = 1e-8
+PIXEL_NORM_EPS = 1e-8  # the mapping's pixel norm (as the port)
+INSTANCE_NORM_EPS = 1e-5  # torch.nn.InstanceNorm2d's default, which PULSE's synthesis uses
 
 
 def ffhq_channels(res: int) -> int:
@@ -154,8 +161,7 @@ class Epilogue(nn.Module):
         """x [B, C, H, W], w [B, D], noise [B or 1, 1, H, W] -> [B, C, H, W]."""
         x = x + noise * self.noise.weight.view(1, -1, 1, 1)
         x = F.leaky_relu(x, 0.2)
-        x = x - x.mean(dim=(2, 3), keepdim=True)
-        x = x * torch.rsqrt(x.square().mean(dim=(2, 3), keepdim=True) + NORM_EPS)
+        x = F.instance_norm(x, eps=INSTANCE_NORM_EPS)  # = nn.InstanceNorm2d(C)(x), PULSE's norm
         style = self.style_mod.lin(w).view(w.shape[0], 2, x.shape[1], 1, 1)  # [B, 2, C, 1, 1]
         return x * (style[:, 0] + 1.0) + style[:, 1]
 
@@ -208,7 +214,7 @@ class MappingNetwork(nn.Module):
             self.add_module(f"dense{i}", EqualLinear(latent_dim, latent_dim, gain=SQRT2, lrmul=MAPPING_LRMUL))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + NORM_EPS)  # [N, D]
+        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + PIXEL_NORM_EPS)  # [N, D]
         for i in range(self.num_layers):
             x = F.leaky_relu(getattr(self, f"dense{i}")(x), 0.2)  # [N, D]
         return x

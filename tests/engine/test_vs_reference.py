@@ -2,8 +2,9 @@
 
 1. Teacher-forced, every step of 100: from the engine's own state before step j, the torch
    step function (export/step.py, the computation step.onnx was traced from, whose optimiser
-   follows torch.optim) gives the same four loss terms within 1e-4 relative, and the same next
-   state (best iterate and smallest L2 included).
+   follows torch.optim; run under the tracer's InstanceNormAsFormula, as traced) gives the same
+   four loss terms within 1e-4 relative, and the same next state (best iterate and smallest L2
+   included).
 2. Free-running against export/reference.py's pulse_search (torch.optim): per-step terms within
    1e-4 for the first steps, the same success verdicts and restart choices.
 On the embedded dcgan, a small stylegan1 (random weights, 16 px, 8 channels) and a small
@@ -44,6 +45,7 @@ def _targets(n, lr_size, seed=11):
 
 
 def test_teacher_forced_steps_match_the_torch_step(case):
+    from pulse_trt.export.decompositions import InstanceNormAsFormula  # noqa: PLC0415
     from pulse_trt.export.step import make_step_fn  # noqa: PLC0415
 
     gen, art = case
@@ -61,7 +63,10 @@ def test_teacher_forced_steps_match_the_torch_step(case):
             state = r.read_rows(names)
             named = {**feeds, **state, "lr": np.full(b, m.options.lr_at(j), np.float32),
                      "t": np.full(b, j + 1, np.float32)}
-            with torch.no_grad():
+            # The arithmetic traced into step.onnx: eager F.instance_norm (stylegan1) is one fused
+            # kernel whose float32 rounding Adam's second step (update ~ lr * g / |g| for tiny g)
+            # turns into latent differences of ~3e-3 on a few elements.
+            with torch.no_grad(), InstanceNormAsFormula():
                 ref = dict(zip(fn.output_names, fn(*[torch.from_numpy(named[n]) for n in fn.input_names])))
             terms = r.run(b, named["lr"][None], named["t"][None])
             for term, got in terms.items():

@@ -162,3 +162,25 @@ def test_small_integer_powers_are_products_bit_exact(exponent):
 def test_other_powers_stay_pow():
     assert dec.pow_small_integer(torch.randn(3), 0.5) is NotImplemented
     assert dec.pow_small_integer(torch.randn(3), -1) is NotImplemented
+
+
+def test_instance_norm_as_formula_matches_instance_norm():
+    """The tracer's written-out instance norm equals F.instance_norm (what eager PyTorch and PULSE's
+    nn.InstanceNorm2d run), values and input gradients, and leaves affine calls alone."""
+    from pulse_trt.export.decompositions import InstanceNormAsFormula, instance_norm_formula
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 3, 8, 8, generator=g) * torch.tensor([1.0, 0.01, 5.0]).view(1, 3, 1, 1) + 0.5).requires_grad_()
+    gy = torch.randn(2, 3, 8, 8, generator=g)
+    fused = torch.nn.functional.instance_norm(x, eps=1e-5)
+    (gx_fused,) = torch.autograd.grad(fused, x, gy)
+    with InstanceNormAsFormula():
+        written = torch.nn.functional.instance_norm(x, eps=1e-5)
+    (gx_written,) = torch.autograd.grad(written, x, gy)
+    torch.testing.assert_close(written, fused, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx_written, gx_fused, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(instance_norm_formula(x, 1e-5), torch.nn.InstanceNorm2d(3)(x), rtol=1e-5, atol=1e-5)
+    weight = torch.full((3,), 2.0)
+    with InstanceNormAsFormula():
+        affine = torch.nn.functional.instance_norm(x, weight=weight, eps=1e-5)
+    torch.testing.assert_close(affine, 2.0 * fused)

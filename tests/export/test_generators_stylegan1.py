@@ -75,9 +75,7 @@ def _blur(x):
 def _epilogue(sd, prefix, x, w_row, noise):
     x = x + noise * sd[f"{prefix}.noise.weight"].view(1, -1, 1, 1)
     x = torch.where(x >= 0, x, 0.2 * x)
-    mean = x.mean(dim=(2, 3), keepdim=True)
-    var = x.var(dim=(2, 3), keepdim=True, unbiased=False)
-    x = (x - mean) / torch.sqrt(var + 1e-8)
+    x = torch.nn.InstanceNorm2d(x.shape[1])(x)  # what PULSE's synthesis runs: no affine, eps 1e-5
     style = _lin(w_row, sd[f"{prefix}.style_mod.lin.weight"], sd[f"{prefix}.style_mod.lin.bias"], 1.0)
     ys, yb = style.chunk(2, dim=1)
     return x * (1 + ys[:, :, None, None]) + yb[:, :, None, None]
@@ -171,6 +169,24 @@ def test_fused_upsampling_against_direct_scatter(small):
     ref = _blur(full[:, :, 1:11, 1:11]) + conv.bias.view(1, -1, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(conv(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_instance_norm_is_pulses():
+    """The epilogue's norm is torch.nn.InstanceNorm2d (affine off, default eps 1e-5), as in
+    PULSE's stylegan.py, not NVIDIA's eps 1e-8: with noise and styles neutral (noise weight 0,
+    style 0) the epilogue is exactly InstanceNorm2d(LeakyReLU(x)). A small-variance channel tells
+    the two eps apart."""
+    from pulse_trt.export.generators.stylegan1 import Epilogue
+
+    epi = Epilogue(channels=4, latent_dim=8)  # zero weights: noise * 0, style (0, 0) -> x * 1 + 0
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, generator=g) * torch.tensor([1.0, 0.01, 3e-3, 10.0]).view(1, 4, 1, 1)
+    out = epi(x, torch.randn(2, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g))
+    pulse = torch.nn.InstanceNorm2d(4)(F.leaky_relu(x, 0.2))
+    torch.testing.assert_close(out, pulse, rtol=1e-5, atol=1e-6)
+    y = F.leaky_relu(x, 0.2)
+    nvidia = (y - y.mean((2, 3), keepdim=True)) * torch.rsqrt(y.var((2, 3), unbiased=False, keepdim=True) + 1e-8)
+    assert (out[:, 2] - nvidia[:, 2]).abs().max() > 0.1  # channel std 3e-3: eps 1e-5 vs 1e-8 differ clearly
 
 
 def test_noise_and_styles_are_used(small):
