@@ -12,6 +12,7 @@ write, every MemoryError including ONNX Runtime's allocation failures); 128 + N 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import re
@@ -85,7 +86,8 @@ def interrupted_message(e: KeyboardInterrupt) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pulse-trt", description="PULSE face super-resolution as an inference engine.")
+    parser = argparse.ArgumentParser(prog="pulse-trt", description="PULSE face super-resolution as an inference engine.",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"pulse-trt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules = {}
@@ -98,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         mod.add_parser(sub)
         modules[name] = mod
-    args = parser.parse_args(argv)
+    for subparser in sub.choices.values():
+        subparser.allow_abbrev = False  # no silent prefix matching: --step is not --steps
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # the subcommand's usage, not the top level's, and the flag it probably meant
+        subparser = sub.choices[args.command]
+        subparser.error(f"unrecognized arguments: {' '.join(extras)}{did_you_mean(extras, subparser)}")
     previous = _install_signal_handlers()
     try:
         return int(modules[args.command].run(args) or 0)
@@ -124,6 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         return _internal_error(e)
     finally:
         _restore_signal_handlers(previous)
+
+
+def did_you_mean(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """'; did you mean --steps?' for the first unknown flag close to one of `parser`'s, else ''."""
+    flags = [s for a in parser._actions for s in a.option_strings]
+    for extra in extras:
+        if extra.startswith("-"):
+            close = difflib.get_close_matches(extra.split("=", 1)[0], flags, n=1, cutoff=0.6)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
 
 
 # Allocation failures that libraries report as other exception types: torch on CPU

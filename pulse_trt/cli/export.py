@@ -63,9 +63,12 @@ def run(args: argparse.Namespace) -> int:
                                   log=lambda msg: print(f"pulse-trt: {msg}", file=sys.stderr))
     generator = load_generator(args.generator, weights, mapping=args.mapping,
                                **({"resolution": args.resolution} if args.generator == "stylegan1" else {}))
-    out = export_artifacts(generator, options, args.lr_size, args.output, precision=args.precision,
-                           verify=not args.no_verify, allow_unsupported=args.allow_unsupported_ops,
-                           verify_tolerance=args.verify_tolerance)
+    from ..api import _quiet_torch_onnx_logs  # noqa: PLC0415
+
+    with _quiet_torch_onnx_logs():  # torch.onnx's "torchvision is not installed" lines, as upsample
+        out = export_artifacts(generator, options, args.lr_size, args.output, precision=args.precision,
+                               verify=not args.no_verify, allow_unsupported=args.allow_unsupported_ops,
+                               verify_tolerance=args.verify_tolerance)
     print(f"wrote {out}")
     if args.trt_engine:
         from ..export.trt_build import build_engines  # noqa: PLC0415

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from pulse_trt.cli import export
+from pulse_trt.cli import export, main
 
 
 def _failing_run(exc):
@@ -95,3 +95,17 @@ def test_second_signal_during_cleanup_leaves_at_once():
     assert proc.returncode == 143
     assert proc.stderr.strip().splitlines() == [
         "pulse-trt: SIGTERM again: stopped without cleaning up (the next run removes the temp files)"]
+
+
+def test_mistyped_flag_gets_the_subcommands_usage_and_a_suggestion(capsys):
+    """A flag that is not the subcommand's: its usage (not the top level's), exit 2, the flag it
+    probably meant; and no silent prefix matching (--step is not taken for --steps)."""
+    with pytest.raises(SystemExit) as e:
+        main(["upsample", "x.png", "-o", "out", "--step", "3"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "usage: pulse-trt upsample" in err and "did you mean --steps?" in err
+    with pytest.raises(SystemExit):
+        main(["bench", "-o", "out", "--backend", "ort"])
+    err = capsys.readouterr().err
+    assert "usage: pulse-trt bench" in err and "did you mean --backends?" in err
