@@ -177,8 +177,8 @@ def loss_curve(history: Mapping[str, Sequence[float]], eps: float, path, *, titl
 
     1. Left panel: L2 per step on a log axis; a dashed line at eps; a marker at the first step
        whose L2 is <= eps (PULSE's success), if any.
-    2. Right panel: GEOCROSS per step (linear axis); absent terms (e.g. a dcgan or a tiled
-       latent, where it is zero) are drawn as "not in the loss".
+    2. Right panel: GEOCROSS per step (linear axis), only when it is nonzero somewhere: a
+       single-latent generator (dcgan) or a tiled latent gets the L2 panel alone, narrower.
     3. Render with matplotlib's Agg canvas to PNG bytes; write atomically.
 
     Args:
@@ -186,7 +186,8 @@ def loss_curve(history: Mapping[str, Sequence[float]], eps: float, path, *, titl
         eps:     the L2 threshold of the search (PulseOptions.eps).
         path:    the PNG to write (parent folders are created).
         title:   figure title (e.g. the input's name).
-        dpi, figsize: output size = figsize * dpi pixels (default 900 x 360).
+        dpi, figsize: output size = figsize * dpi pixels (default 900 x 360; without GEOCROSS
+                 (figsize[0] / 2 + 0.9) * dpi wide, 540 x 360).
     Returns:
         the path written.
     """
@@ -208,9 +209,12 @@ def loss_curve_png(history: Mapping[str, Sequence[float]], eps: float, *, title:
     geo = history.get("GEOCROSS")
     geo = None if geo is None or len(geo) == 0 else np.asarray(geo, np.float64).reshape(-1)
 
+    with_geo = geo is not None and bool(np.any(geo != 0))
+    if not with_geo:  # one panel, half as wide: no empty GEOCROSS panel (dcgan, tiled latents)
+        figsize = (figsize[0] / 2 + 0.9, figsize[1])
     fig = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(fig)
-    ax_l2, ax_geo = fig.subplots(1, 2)
+    ax_l2, ax_geo = fig.subplots(1, 2) if with_geo else (fig.subplots(1, 1), None)
     positive = np.where(l2 > 0, l2, np.nan)  # a log axis cannot show 0
     ax_l2.plot(steps, positive, color="tab:blue", lw=1.5, label="L2")
     ax_l2.axhline(eps, color="tab:red", ls="--", lw=1.0, label=f"eps = {eps:g}")
@@ -222,13 +226,11 @@ def loss_curve_png(history: Mapping[str, Sequence[float]], eps: float, *, title:
     ax_l2.set_ylabel("L2 (MSE of the downscale)")
     ax_l2.grid(True, which="both", alpha=0.3)
     ax_l2.legend(loc="upper right", fontsize=8)
-    if geo is not None and np.any(geo != 0):
+    if with_geo:
         ax_geo.plot(np.arange(geo.size), geo, color="tab:purple", lw=1.5)
-    else:
-        ax_geo.text(0.5, 0.5, "GEOCROSS is zero\n(single latent or not in the loss)", ha="center", va="center", transform=ax_geo.transAxes)
-    ax_geo.set_xlabel("step")
-    ax_geo.set_ylabel("GEOCROSS")
-    ax_geo.grid(True, alpha=0.3)
+        ax_geo.set_xlabel("step")
+        ax_geo.set_ylabel("GEOCROSS")
+        ax_geo.grid(True, alpha=0.3)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

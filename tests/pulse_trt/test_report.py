@@ -91,7 +91,14 @@ def test_loss_curve_png(tmp_path):
 
 
 def test_loss_curve_without_geocross_and_errors(tmp_path):
-    path = report.loss_curve({"L2": [0.1, 0.01, 0.0]}, 1e-3, tmp_path / "l.png", dpi=50, figsize=(4, 2))
-    assert Image.open(path).size == (200, 100)
+    # No GEOCROSS (or all zero, as for dcgan): one L2 panel, (4 / 2 + 0.9) * 50 = 145 px wide.
+    for geo in ({}, {"GEOCROSS": [0.0, 0.0, 0.0]}):
+        path = report.loss_curve({"L2": [0.1, 0.01, 0.0], **geo}, 1e-3, tmp_path / "l.png", dpi=50, figsize=(4, 2))
+        assert Image.open(path).size == (145, 100)
+    # Every drawn axis shows data: the blue L2 line reaches into the right half (no empty panel).
+    path = report.loss_curve({"L2": list(np.geomspace(0.1, 1e-3, 50))}, 1e-3, tmp_path / "w.png")
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    blue = (abs(rgb[..., 0] - 31) < 30) & (abs(rgb[..., 1] - 119) < 30) & (abs(rgb[..., 2] - 180) < 30)
+    assert blue[:, rgb.shape[1] // 2:].sum() > 20
     with pytest.raises(PulseError, match="no L2"):
         report.loss_curve({"GEOCROSS": [1.0]}, 1e-3, tmp_path / "m.png")
