@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(modules[args.command].run(args) or 0)
     except PulseError as e:
-        print(f"pulse-trt: error: {e}", file=sys.stderr)
+        print(f"pulse-trt: error: {cli_wording(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(interrupted_message(e), file=sys.stderr)
@@ -131,6 +131,20 @@ def main(argv: list[str] | None = None) -> int:
         return _internal_error(e)
     finally:
         _restore_signal_handlers(previous)
+
+
+# The library's messages name Python arguments (weights=PATH, learning_rate); on the command line
+# the user needs the flags. Names that are whole words only (not inside a path or a longer name).
+_API_WORDS = ("loss_str", "noise_type", "num_trainable_noise_layers", "tile_latent", "bad_noise_layers", "opt_name",
+              "learning_rate", "lr_schedule", "batch_size", "lr_size", "cache_dir", "weights_dir", "fit_cache_dir")
+
+
+def cli_wording(message: str) -> str:
+    """A library message in the command line's words: `weights=PATH` -> `--weights PATH`,
+    `learning_rate` -> `--learning-rate`."""
+    message = re.sub(r"(?<![\w./-])(weights|mapping|artifacts)=PATH", lambda m: f"--{m.group(1)} PATH", message)
+    words = "|".join(_API_WORDS)
+    return re.sub(rf"(?<![\w./-])({words})(?![\w/-]|\.\w)", lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def did_you_mean(extras: list[str], parser: argparse.ArgumentParser) -> str:

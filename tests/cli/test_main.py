@@ -109,3 +109,17 @@ def test_mistyped_flag_gets_the_subcommands_usage_and_a_suggestion(capsys):
         main(["bench", "-o", "out", "--backend", "ort"])
     err = capsys.readouterr().err
     assert "usage: pulse-trt bench" in err and "did you mean --backends?" in err
+
+
+def test_library_messages_use_flag_names(tmp_path, capsys):
+    """Errors raised by the library name Python arguments; the CLI shows its flags instead."""
+    from pulse_trt.cli import cli_wording
+
+    assert cli_wording("stylegan1 weights are not embedded: pass weights=PATH (PULSE's synthesis.pt) and "
+                       "mapping=PATH (mapping.pt)") == ("stylegan1 weights are not embedded: pass --weights PATH "
+                                                         "(PULSE's synthesis.pt) and --mapping PATH (mapping.pt)")
+    assert cli_wording("in/batch_size.png: lr_size must divide 64") == "in/batch_size.png: --lr-size must divide 64"
+    face = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "face_8x8.png")
+    rc = main(["upsample", face, "-o", str(tmp_path / "o"), "--learning-rate", "-1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--learning-rate must be > 0" in err and "learning_rate" not in err
