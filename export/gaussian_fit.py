@@ -147,9 +147,41 @@ def _input_dim(mapping: nn.Module) -> int:
     raise PulseError("cannot tell the mapping network's input size; pass latent_dim")
 
 
-def fill_gaussian_fit(generator: nn.Module, cache_dir: str | Path | None, n: int = FIT_SAMPLES, seed: int = 0) -> None:
-    """Set a generator's `w_mean` / `w_std` buffers from cached_gaussian_fit of its `mapping`."""
-    mean, std = cached_gaussian_fit(generator.mapping, cache_dir, n=n, seed=seed)
+def load_gaussian_fit(path: str | Path, latent_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fit from a file: PULSE's shipped gaussian_fit.pt (torch.save of {"mean": [D], "std": [D]})
+    or a .safetensors file with the same two tensors. Read with weights_only=True
+    (checkpoints.load_checkpoint); PulseError (one line) for a missing or unreadable file, a missing
+    entry, a shape other than [D] (or [1, D]), a value that is not finite or a std that is not > 0.
+    Returns (mean, std) float32 [D]."""
+    from .checkpoints import load_checkpoint  # noqa: PLC0415
+
+    what = f"Gaussian fit {path}"
+    state = load_checkpoint(path, "Gaussian fit")
+    out = []
+    for name in ("mean", "std"):
+        t = state.get(name)
+        if not isinstance(t, torch.Tensor):
+            found = ", ".join(repr(k) for k in list(state)[:4]) or "nothing"
+            raise PulseError(f"{what}: no {name!r} tensor (found {found}); expected PULSE's gaussian_fit.pt, "
+                             f"a dict of 'mean' and 'std' [{latent_dim}]")
+        if tuple(t.shape) not in ((latent_dim,), (1, latent_dim)) or not t.is_floating_point():
+            raise PulseError(f"{what}: {name!r} is {str(t.dtype).replace('torch.', '')} of shape {list(t.shape)}, "
+                             f"expected float [{latent_dim}] (a fit of this generator's {latent_dim}-dim mapping)")
+        t = t.detach().reshape(-1).float().cpu()
+        if not bool(torch.isfinite(t).all()) or (name == "std" and float(t.min()) <= 0):
+            raise PulseError(f"{what}: {name!r} has {'values that are not finite' if not bool(torch.isfinite(t).all()) else 'values <= 0'}")
+        out.append(t)
+    return out[0], out[1]
+
+
+def fill_gaussian_fit(generator: nn.Module, cache_dir: str | Path | None, n: int = FIT_SAMPLES, seed: int = 0, *,
+                      fit_file: str | Path | None = None) -> None:
+    """Set a generator's `w_mean` / `w_std` buffers from cached_gaussian_fit of its `mapping`, or,
+    with `fit_file`, from that file (load_gaussian_fit: PULSE's gaussian_fit.pt), nothing computed."""
+    if fit_file is not None:
+        mean, std = load_gaussian_fit(fit_file, int(generator.w_mean.shape[0]))
+    else:
+        mean, std = cached_gaussian_fit(generator.mapping, cache_dir, n=n, seed=seed)
     with torch.no_grad():
         generator.w_mean.copy_(mean)
         generator.w_std.copy_(std)

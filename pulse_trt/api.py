@@ -149,6 +149,8 @@ class Pulse:
                     random-face wheel, its data/ folder or the converted .safetensors, default
                     the cached conversion); default the embedded dcgan.
         mapping:    stylegan1 mapping weights (PULSE's mapping.pt).
+        gaussian_fit: stylegan1 / mobilestylegan: the Gaussian fit from this file (PULSE's shipped
+                    gaussian_fit.pt, mean and std [D]) instead of computing it from the mapping.
         resolution: stylegan1 output side (default 1024; dcgan is always 64, mobilestylegan 1024).
         weights_dir: where fetched weights are cached (default $PULSE_TRT_WEIGHTS, else
                     ~/.cache/pulse-trt/weights).
@@ -181,7 +183,8 @@ class Pulse:
     first use, or by prepare().
     """
 
-    def __init__(self, generator: str | None = None, *, weights=None, mapping=None, resolution: int | None = None,
+    def __init__(self, generator: str | None = None, *, weights=None, mapping=None, gaussian_fit=None,
+                 resolution: int | None = None,
                  lr_size: int | None = None, options: PulseOptions | None = None, backend: str = DEFAULT_BACKEND,
                  weights_dir=None,
                  precision: str | None = None, artifacts=None, cache_dir=None, slots: int = 8,
@@ -219,8 +222,9 @@ class Pulse:
         if artifacts is not None:
             if backend == "torch":
                 raise PulseError("backend torch runs the PyTorch reference, not artefacts: drop --artifacts or choose ort")
-            if weights is not None or mapping is not None:
-                raise PulseError("the generator's weights are baked into the artefacts: drop --weights / --mapping with --artifacts")
+            if weights is not None or mapping is not None or gaussian_fit is not None:
+                raise PulseError("the generator's weights and Gaussian fit are baked into the artefacts: drop "
+                                 "--weights / --mapping / --gaussian-fit with --artifacts")
             manifest = load_given_artifacts(artifacts)
             check_artifacts_match(manifest, generator=generator, lr_size=lr_size, resolution=resolution,
                                   options=options, precision=precision)
@@ -233,7 +237,10 @@ class Pulse:
 
         self.generator = generator or "dcgan"
         self.weights, self.mapping = weights, mapping
+        self.gaussian_fit = gaussian_fit
         self.weights_dir = weights_dir
+        if self.generator == "dcgan" and gaussian_fit is not None:
+            raise PulseError("dcgan has no mapping network, so no Gaussian fit: drop --gaussian-fit")
         if self.generator == "mobilestylegan" and mapping is not None:
             raise PulseError("mobilestylegan's mapping network is part of its weights: drop --mapping")
         self.resolution = self._resolution(self.generator, resolution)
@@ -352,6 +359,8 @@ class Pulse:
         kwargs = {"device": device}
         if self.mapping is not None:
             kwargs["mapping"] = self.mapping
+        if self.gaussian_fit is not None:
+            kwargs["gaussian_fit"] = self.gaussian_fit
         if self.generator == "stylegan1":
             kwargs["resolution"] = self.resolution
         weights = self.weights

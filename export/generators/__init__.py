@@ -41,7 +41,8 @@ def embedded_weights(name: str = "dcgan") -> Path:
 
 def load_generator(name: str, weights: str | Path | None = None, *, mapping: str | Path | None = None,
                    resolution: int = 1024, fmaps: dict | None = None, fit_cache_dir: Path | None = None,
-                   fit_samples: int = 1_000_000, fit_seed: int = 0, device="cpu") -> Generator:
+                   fit_samples: int = 1_000_000, fit_seed: int = 0, gaussian_fit: str | Path | None = None,
+                   device="cpu") -> Generator:
     """Build a registered generator with its weights, in eval mode with requires_grad False.
 
     Args:
@@ -60,6 +61,8 @@ def load_generator(name: str, weights: str | Path | None = None, *, mapping: str
                        beside the mapping weights).
         fit_samples:   stylegan1 / mobilestylegan: samples of the Gaussian fit (PULSE: 1,000,000).
         fit_seed:      stylegan1 / mobilestylegan: seed of the Gaussian fit (PULSE: 0).
+        gaussian_fit:  stylegan1 / mobilestylegan: read the fit from this file instead of
+                       computing it (PULSE's shipped gaussian_fit.pt: {"mean": [D], "std": [D]}).
         device:        torch device of the returned generator.
     Raises:
         PulseError (one line): unknown name, missing or unreadable file, a key missing,
@@ -70,6 +73,8 @@ def load_generator(name: str, weights: str | Path | None = None, *, mapping: str
     if name == "dcgan":
         if mapping is not None:
             raise PulseError("dcgan has no mapping network; drop the mapping weights")
+        if gaussian_fit is not None:
+            raise PulseError("dcgan has no mapping network, so no Gaussian fit; drop the Gaussian fit file")
         path = embedded_weights("dcgan") if weights is None else Path(weights)
         source = f"dcgan weights {path}"
         state = dcgan_state_from_checkpoint(load_checkpoint(path, "dcgan weights"), source)
@@ -85,12 +90,12 @@ def load_generator(name: str, weights: str | Path | None = None, *, mapping: str
             raise PulseError("mobilestylegan needs its converted weights file (.safetensors); "
                              "pulse_trt.weights.resolve_weights fetches and converts them")
         return load_mobilestylegan(weights, fit_cache_dir=fit_cache_dir, fit_samples=fit_samples,
-                                   fit_seed=fit_seed, device=device)
+                                   fit_seed=fit_seed, gaussian_fit=gaussian_fit, device=device)
     if weights is None:
         raise PulseError("stylegan1 weights are not embedded: pass weights=PATH (PULSE's synthesis.pt) "
                          "and mapping=PATH (mapping.pt)")
     return load_stylegan1(weights, mapping, resolution=resolution, fmaps=fmaps, fit_cache_dir=fit_cache_dir,
-                          fit_samples=fit_samples, fit_seed=fit_seed, device=device)
+                          fit_samples=fit_samples, fit_seed=fit_seed, gaussian_fit=gaussian_fit, device=device)
 
 
 def weights_sha256(generator: torch.nn.Module) -> str:

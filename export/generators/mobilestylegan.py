@@ -289,7 +289,8 @@ class MobileStyleGANGenerator(Generator):
 
 
 def load_mobilestylegan(weights: str | Path, *, fit_cache_dir: Path | None = None, fit_samples: int = 1_000_000,
-                        fit_seed: int = 0, device="cpu") -> MobileStyleGANGenerator:
+                        fit_seed: int = 0, gaussian_fit: str | Path | None = None,
+                        device="cpu") -> MobileStyleGANGenerator:
     """MobileStyleGAN from our converted safetensors file (pulse_trt/weights.py writes it), strict
     names and shapes, with its Gaussian fit (cached in fit_cache_dir, default beside the file)."""
     from ..gaussian_fit import fill_gaussian_fit  # noqa: PLC0415
@@ -300,7 +301,7 @@ def load_mobilestylegan(weights: str | Path, *, fit_cache_dir: Path | None = Non
     copy_strict(generator.weights_state_dict(), state, f"mobilestylegan weights {weights}")
     generator.to(device)
     cache_dir = Path(fit_cache_dir) if fit_cache_dir is not None else weights.parent
-    fill_gaussian_fit(generator, cache_dir, n=fit_samples, seed=fit_seed)
+    fill_gaussian_fit(generator, cache_dir, n=fit_samples, seed=fit_seed, fit_file=gaussian_fit)
     return generator
 
 

@@ -312,7 +312,7 @@ class StyleGAN1Generator(Generator):
 
 def load_stylegan1(weights: str | Path, mapping: str | Path | None = None, *, resolution: int = 1024,
                    fmaps=None, fit_cache_dir: Path | None = None, fit_samples: int = 1_000_000,
-                   fit_seed: int = 0, device="cpu") -> StyleGAN1Generator:
+                   fit_seed: int = 0, gaussian_fit: str | Path | None = None, device="cpu") -> StyleGAN1Generator:
     """Build a StyleGAN1Generator from checkpoint files and fill its Gaussian fit.
 
     Steps:
@@ -325,7 +325,8 @@ def load_stylegan1(weights: str | Path, mapping: str | Path | None = None, *, re
          mapping's dense0.weight [D, D] (512 for FFHQ), PulseError naming the first missing,
          unexpected or mis-shaped key.
       4. w_mean, w_std = gaussian_fit of the mapping (fit_samples z, seed fit_seed), cached in
-         fit_cache_dir, else beside the mapping weights (export.gaussian_fit.cached_gaussian_fit).
+         fit_cache_dir, else beside the mapping weights (export.gaussian_fit.cached_gaussian_fit);
+         with `gaussian_fit`, read from that file instead (PULSE's gaussian_fit.pt: mean, std [D]).
     Returns the generator on `device`, eval mode, requires_grad False.
     """
     from ..gaussian_fit import fill_gaussian_fit  # noqa: PLC0415
@@ -356,5 +357,5 @@ def load_stylegan1(weights: str | Path, mapping: str | Path | None = None, *, re
     generator.load_mapping(mapping_sd, f"stylegan1 mapping weights {mapping_file}")
     generator.to(device)
     cache_dir = Path(fit_cache_dir) if fit_cache_dir is not None else mapping_file.parent
-    fill_gaussian_fit(generator, cache_dir, n=fit_samples, seed=fit_seed)
+    fill_gaussian_fit(generator, cache_dir, n=fit_samples, seed=fit_seed, fit_file=gaussian_fit)
     return generator

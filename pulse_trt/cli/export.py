@@ -27,6 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", type=Path, default=None,
                    help="where fetched weights are cached (default: $PULSE_TRT_WEIGHTS or ~/.cache/pulse-trt/weights)")
     p.add_argument("--mapping", type=Path, help="stylegan1 mapping weights (PULSE's mapping.pt)")
+    p.add_argument("--gaussian-fit", type=Path, default=None, metavar="FILE",
+                   help="stylegan1 / mobilestylegan: the Gaussian fit from FILE (PULSE's gaussian_fit.pt: mean and std) "
+                        "instead of computing it")
     p.add_argument("--resolution", type=int, default=1024, help="stylegan1 output side (default: 1024)")
     p.add_argument("--lr-size", type=int, required=True, help="side of the low-resolution inputs (divides the resolution)")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="generator precision inside the graphs")
@@ -61,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
         weights = resolve_weights("mobilestylegan", weights, cache_dir=args.weights_dir,
                                   log=lambda msg: print(f"pulse-trt: {msg}", file=sys.stderr))
-    generator = load_generator(args.generator, weights, mapping=args.mapping,
+    if args.generator == "dcgan" and args.gaussian_fit is not None:
+        raise PulseError("dcgan has no mapping network, so no Gaussian fit: drop --gaussian-fit")
+    generator = load_generator(args.generator, weights, mapping=args.mapping, gaussian_fit=args.gaussian_fit,
                                **({"resolution": args.resolution} if args.generator == "stylegan1" else {}))
     from ..api import _quiet_torch_onnx_logs  # noqa: PLC0415
 

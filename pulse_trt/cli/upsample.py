@@ -81,6 +81,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--weights-dir", default=None, metavar="DIR",
                    help="where fetched weights are cached (default: $PULSE_TRT_WEIGHTS or ~/.cache/pulse-trt/weights)")
     g.add_argument("--mapping", default=None, help="stylegan1 mapping network (PULSE's mapping.pt), for the Gaussian fit")
+    g.add_argument("--gaussian-fit", default=None, metavar="FILE",
+                   help="stylegan1 / mobilestylegan: read the Gaussian fit from FILE (PULSE's gaussian_fit.pt: mean and "
+                        "std tensors) instead of computing it from the mapping network (1,000,000 samples, cached)")
     g.add_argument("--resolution", type=int, default=None,
                    help="stylegan1 output side (default 1024; dcgan is always 64, mobilestylegan 1024)")
     b = p.add_argument_group("backend")
@@ -132,7 +135,8 @@ class Item:
 
 def open_backend(args: argparse.Namespace, lr_size: int, options: PulseOptions | None, log) -> Pulse:
     """The search backend for inputs of one size (a pulse_trt.api.Pulse, not yet prepared)."""
-    return Pulse(args.generator, weights=args.weights, mapping=args.mapping, resolution=args.resolution,
+    return Pulse(args.generator, weights=args.weights, mapping=args.mapping, gaussian_fit=args.gaussian_fit,
+                 resolution=args.resolution,
                  lr_size=lr_size, options=options, backend=args.backend, precision=args.precision,
                  artifacts=args.artifacts, cache_dir=args.cache_dir, slots=args.slots, sync_every=args.sync_every,
                  device=args.device, weights_dir=args.weights_dir,
@@ -151,7 +155,8 @@ def _manifest_settings(args: argparse.Namespace):
 
     if args.backend == "torch":
         raise PulseError("--backend torch runs the PyTorch reference, not artefacts: drop --artifacts or use --backend ort")
-    for flag, value in (("--weights", args.weights), ("--mapping", args.mapping), ("--cache-dir", args.cache_dir),
+    for flag, value in (("--weights", args.weights), ("--mapping", args.mapping), ("--gaussian-fit", args.gaussian_fit),
+                        ("--cache-dir", args.cache_dir),
                         ("--weights-dir", args.weights_dir)):
         if value is not None:
             raise PulseError(f"{flag} has no effect with --artifacts (the artefacts hold the generator): drop it")

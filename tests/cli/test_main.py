@@ -123,3 +123,17 @@ def test_library_messages_use_flag_names(tmp_path, capsys):
     rc = main(["upsample", face, "-o", str(tmp_path / "o"), "--learning-rate", "-1"])
     err = capsys.readouterr().err
     assert rc == 2 and "--learning-rate must be > 0" in err and "learning_rate" not in err
+
+
+def test_gaussian_fit_flag_errors(tmp_path, capsys):
+    """--gaussian-fit with a generator that has no mapping (dcgan) or beside --artifacts: one line, exit 2."""
+    face = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "face_8x8.png")
+    fit = tmp_path / "gaussian_fit.pt"
+    fit.write_bytes(b"x")
+    rc = main(["upsample", face, "-o", str(tmp_path / "o"), "--gaussian-fit", str(fit)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "dcgan has no mapping network, so no Gaussian fit" in err and err.count("\n") == 1
+    rc = main(["export", "--lr-size", "8", "-o", str(tmp_path / "e"), "--gaussian-fit", str(fit)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "drop --gaussian-fit" in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()

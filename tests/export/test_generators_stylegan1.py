@@ -286,6 +286,37 @@ def test_fit_cached_beside_mapping_by_default(small, tmp_path):
     assert len(list(tmp_path.glob("gaussian_fit-*.safetensors"))) == 1
 
 
+def test_pulse_gaussian_fit_file(small, tmp_path):
+    """--gaussian-fit: PULSE's shipped gaussian_fit.pt (torch.save({"mean": [D], "std": [D]})) is
+    used as is, nothing computed or cached; bad files are one-line errors, pickled code refused."""
+    paths = _save_pulse_layout(small, tmp_path)
+    d = small.spec.latent_dim
+    mean, std = torch.linspace(-1, 1, d), torch.linspace(0.5, 2, d)
+    torch.save({"mean": mean, "std": std}, tmp_path / "gaussian_fit.pt")
+    gen = load_generator("stylegan1", paths[0], mapping=paths[1], resolution=128, fmaps=SMALL,
+                         gaussian_fit=tmp_path / "gaussian_fit.pt")
+    assert torch.equal(gen.w_mean, mean) and torch.equal(gen.w_std, std)
+    assert not list(tmp_path.glob("gaussian_fit-*.safetensors"))  # no fit computed, none cached
+    bad = {
+        "no_std.pt": ({"mean": mean}, "no 'std' tensor"),
+        "shape.pt": ({"mean": mean[:5], "std": std}, r"'mean' is float32 of shape \[5\], expected float \[32\]"),
+        "zero.pt": ({"mean": mean, "std": std * 0}, "'std' has values <= 0"),
+        "nan.pt": ({"mean": mean * float("nan"), "std": std}, "'mean' has values that are not finite"),
+        "code.pt": ({"mean": mean, "std": std, "x": torch.nn.Linear(1, 1)}, "pickled code"),
+    }
+    for name, (obj, msg) in bad.items():
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(PulseError, match=msg) as e:
+            load_generator("stylegan1", paths[0], mapping=paths[1], resolution=128, fmaps=SMALL,
+                           gaussian_fit=tmp_path / name)
+        assert "\n" not in str(e.value)
+    with pytest.raises(PulseError, match="Gaussian fit not found"):
+        load_generator("stylegan1", paths[0], mapping=paths[1], resolution=128, fmaps=SMALL,
+                       gaussian_fit=tmp_path / "nope.pt")
+    with pytest.raises(PulseError, match="dcgan has no mapping network"):
+        load_generator("dcgan", gaussian_fit=tmp_path / "gaussian_fit.pt")
+
+
 def test_checkpoint_errors(small, tmp_path):
     syn, mp = _save_pulse_layout(small, tmp_path)
     sd = small.synthesis_state_dict()
