@@ -65,22 +65,25 @@ def output_paths(input_path: Path | str, outdir: Path | str, *, curve: bool = Fa
 
 def plan_outputs(inputs: Sequence[Path | str], outdir: Path | str, *, overwrite: bool, curves: bool = False,
                  aligned: bool = False, run_files: Sequence[Path | str] = (),
-                 sources: Sequence[Path | str] = ()) -> list[OutputPaths]:
+                 sources: Sequence[Path | str] = (), labels: Sequence[str] | None = None) -> list[OutputPaths]:
     """Output paths of every input, checked before any work (PulseError, one line):
     OUTDIR is a folder or can be made one (not a file, no file among its parents); no two
     inputs share a name (a/face.png and b/face.jpg would both write face_pulse.png); no output
     is one of the `sources` (the input files on disk), even with `overwrite` (inputs a.png and
     a_pulse.png in OUTDIR: a's HR output would replace the input a_pulse.png); without
     `overwrite`, no output (nor any of the per-run `run_files`, e.g. the grid) exists yet.
-    `curves` / `aligned`: see output_paths. Creates nothing."""
+    `curves` / `aligned`: see output_paths. `labels`: how messages name each input (the paths as
+    the user gave them; default the `inputs` themselves). Creates nothing."""
     outdir = Path(outdir)
     check_folder_path(outdir, "output folder")
     plans, owner = [], {}
-    for p in inputs:
+    labels = [str(p) for p in inputs] if labels is None else [str(x) for x in labels]
+    for p, label in zip(inputs, labels):
         plan = output_paths(p, outdir, curve=curves, aligned=aligned)
         if plan.hr in owner:
-            raise PulseError(f"inputs {owner[plan.hr]} and {p} would both write {plan.hr.name}: rename one or run them separately")
-        owner[plan.hr] = p
+            raise PulseError(f"inputs {owner[plan.hr]} and {label} would both write {plan.hr.name}: rename one or run "
+                             "them separately")
+        owner[plan.hr] = label
         plans.append(plan)
     planned = [q for plan in plans for q in plan.all()] + [Path(f) for f in run_files]
     for path in planned:

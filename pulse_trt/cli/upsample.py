@@ -237,7 +237,8 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     curves = importlib.util.find_spec("matplotlib") is not None
     plans = plan_outputs([f"{it.name}.png" for it in items], outdir, overwrite=args.overwrite, curves=curves,
-                         aligned=args.align, run_files=[outdir / GRID_FILE], sources=expand_inputs(args.inputs))
+                         aligned=args.align, run_files=[outdir / GRID_FILE], sources=expand_inputs(args.inputs),
+                         labels=[it.label for it in items])
     for it in items:
         for n in it.notes:
             _err(f"pulse-trt: note: {n}")

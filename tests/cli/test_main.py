@@ -137,3 +137,22 @@ def test_gaussian_fit_flag_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "drop --gaussian-fit" in err
     assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()
+
+
+def test_output_collisions_name_both_inputs_as_given(tmp_path, capsys):
+    """Two inputs that would write the same NAME_pulse.png: the message names both as given
+    (extensions and folders included), nothing is written."""
+    from PIL import Image
+
+    face = Image.open(os.path.join(os.path.dirname(__file__), "..", "..", "examples", "face_16x16.png")).convert("RGB")
+    for rel in ("face16.png", "face16.jpg", "a/face.png", "b/face.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        face.save(tmp_path / rel)
+    out = tmp_path / "out"
+    rc = main(["upsample", str(tmp_path / "face16.jpg"), str(tmp_path / "face16.png"), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"inputs {tmp_path / 'face16.jpg'} and {tmp_path / 'face16.png'} would both write face16_pulse.png" in err
+    rc = main(["upsample", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{tmp_path / 'a' / 'face.png'} and {tmp_path / 'b' / 'face.png'} would both write" in err
+    assert not out.exists()
