@@ -27,8 +27,11 @@ import numpy as np
 from ..engine.errors import PulseError
 from ..engine.metrics import quality_record  # noqa: F401  (re-exported for `upsample --align`)
 
-DEFAULT_RESOLUTION = 1024
-DEFAULT_LR_SIZE = 32  # PULSE's align_face.py default
+# (resolution, LR size) per generator when --resolution / --lr-size are not given; the default
+# generator is upsample's (dcgan), so `pulse-trt align` then `pulse-trt upsample` fit together.
+# stylegan1 / mobilestylegan: 1024 and PULSE's align_face.py default 32.
+GENERATOR_SIZES = {"dcgan": (64, 8), "stylegan1": (1024, 32), "mobilestylegan": (1024, 32)}
+DEFAULT_GENERATOR = "dcgan"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -40,10 +43,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "(aligned HR crop, the ground truth) in DIR. Needs pip install 'pulse-trt[align]'.")
     p.add_argument("photos", nargs="+", metavar="PHOTO", help="photos (any size; PNG, JPEG, ...) or folders of them")
     p.add_argument("-o", "--output", dest="output", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--lr-size", type=int, default=DEFAULT_LR_SIZE, metavar="N",
-                   help=f"side of the LR input; must divide the resolution (default: {DEFAULT_LR_SIZE})")
-    p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, metavar="R",
-                   help=f"side of the aligned HR crop: the generator's output, 1024 for stylegan1, 64 for dcgan (default: {DEFAULT_RESOLUTION})")
+    p.add_argument("--generator", choices=tuple(GENERATOR_SIZES), default=DEFAULT_GENERATOR,
+                   help="the generator the faces are for, as in `pulse-trt upsample` (default: dcgan): sets the "
+                        "defaults of --resolution and --lr-size (dcgan 64 and 8; stylegan1, mobilestylegan 1024 and 32)")
+    p.add_argument("--lr-size", type=int, default=None, metavar="N",
+                   help="side of the LR input; must divide the resolution (default: 8 for dcgan, 32 for the others)")
+    p.add_argument("--resolution", type=int, default=None, metavar="R",
+                   help="side of the aligned HR crop, the generator's output (default: 64 for dcgan, 1024 for the others)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse before writing anything)")
     p.add_argument("-q", "--quiet", action="store_true", help="only messages about photos without faces, and errors")
     return p
@@ -51,7 +57,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg))
-    faces = align_inputs(args.photos, args.resolution, args.lr_size, args.output, overwrite=args.overwrite, log=log)
+    resolution, lr_size = GENERATOR_SIZES[args.generator]
+    resolution = args.resolution if args.resolution is not None else resolution
+    lr_size = args.lr_size if args.lr_size is not None else lr_size
+    faces = align_inputs(args.photos, resolution, lr_size, args.output, overwrite=args.overwrite, log=log)
     log(f"aligned {len(faces)} face{'s' if len(faces) != 1 else ''} into {args.output}")
     return 0
 

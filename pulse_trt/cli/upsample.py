@@ -217,6 +217,24 @@ def _load_items(args, resolution: int, manifest, generator: str) -> list[Item]:
     return items
 
 
+MIN_FACTOR = 4  # below x4 the search has little to choose: PULSE works at x8..x64 (1024 from 128..16)
+
+
+def size_fit_notes(items: list[Item], resolution: int, generator: str) -> list[str]:
+    """One note per LR size that is a poor fit for the generator (factor below MIN_FACTOR), e.g. a
+    32x32 face (`pulse-trt align --generator stylegan1`'s size) for dcgan's 64 px: x2 leaves the
+    search almost nothing to find, and it often misses eps however many steps it gets."""
+    notes = []
+    for lr in sorted({int(it.target.shape[-1]) for it in items}):
+        if resolution // lr < MIN_FACTOR:
+            first = next(it.label for it in items if it.target.shape[-1] == lr)
+            good = ", ".join(str(s) for s in (resolution // 8, resolution // 16, resolution // 32) if s >= 4)
+            notes.append(f"{first}: {lr}x{lr} is a poor fit for {generator}'s {resolution} px (x{resolution // lr}; PULSE "
+                         f"works at x8 and more, e.g. {good} px inputs for {generator}); for a photo aligned with "
+                         f"`pulse-trt align`, align it with --generator {generator}")
+    return notes
+
+
 def run(args: argparse.Namespace) -> int:
     if args.slots < 1:
         raise PulseError(f"--slots must be >= 1, got {args.slots}")
@@ -242,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
     for it in items:
         for n in it.notes:
             _err(f"pulse-trt: note: {n}")
+    for note in size_fit_notes(items, resolution, generator):
+        _err(f"pulse-trt: note: {note}")
     if not curves:
         _err("pulse-trt: note: loss curves need matplotlib (pip install 'pulse-trt[viz]'); not drawn")
 

@@ -68,7 +68,7 @@ def test_grayscale_photo(cli, photos, tmp_path):
 
 
 def test_errors_are_one_line_and_write_nothing(cli, photos, tmp_path):
-    rc, _, err = cli("align", photos / "astronaut.png", "-o", tmp_path / "a", "--lr-size", 24)
+    rc, _, err = cli("align", photos / "astronaut.png", "-o", tmp_path / "a", "--lr-size", 24, "--generator", "stylegan1")
     assert rc == 2 and "--lr-size 24 does not divide the resolution 1024" in err and len(err.strip().splitlines()) == 1
     rc, _, err = cli("align", photos / "missing.png", "-o", tmp_path / "a")
     assert rc == 2 and "missing.png: no such file" in err
@@ -76,6 +76,18 @@ def test_errors_are_one_line_and_write_nothing(cli, photos, tmp_path):
     rc, _, err = cli("align", photos / "astronaut.png", tmp_path / "bad.png", "-o", tmp_path / "a", "--resolution", 64, "--lr-size", 8)
     assert rc == 2 and "bad.png: not a photo" in err
     assert not (tmp_path / "a").exists()
+
+
+def test_defaults_follow_the_generator_as_upsample(cli, photos, tmp_path):
+    """Without --resolution / --lr-size, align makes inputs for upsample's default generator
+    (dcgan: 8x8 LR, 64x64 crop), and stylegan1's with --generator stylegan1 (32, 1024)."""
+    rc, _, err = cli("align", photos / "astronaut.png", "-o", tmp_path / "d", "-q")
+    assert rc == 0, err
+    assert Image.open(tmp_path / "d" / "astronaut_face0.png").size == (8, 8)
+    assert Image.open(tmp_path / "d" / "astronaut_face0_hr.png").size == (64, 64)
+    rc, _, err = cli("align", photos / "astronaut.png", "-o", tmp_path / "s", "-q", "--generator", "stylegan1")
+    assert rc == 0, err
+    assert Image.open(tmp_path / "s" / "astronaut_face0.png").size == (32, 32)
 
 
 def test_existing_outputs_need_overwrite(cli, photos, tmp_path):

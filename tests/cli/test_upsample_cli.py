@@ -264,3 +264,17 @@ def test_examples_reach_eps_with_defaults(cli, tmp_path, dcgan):
         hr = np.asarray(Image.open(out / f"{p.stem}_pulse.png")).transpose(2, 0, 1)[None] / 255.0  # [1, 3, 64, 64]
         y = np.asarray(Image.open(p)).transpose(2, 0, 1) / 255.0  # [3, lr, lr]
         assert float(np.mean((downscale(hr, 64 // y.shape[-1])[0] - y) ** 2)) <= 2e-3
+
+
+def test_poor_size_fit_is_noted():
+    """A 32x32 face for dcgan's 64 px (x2, e.g. aligned for stylegan1) gets one note per size
+    naming the sizes that fit; 8 and 16 px (x8, x4) get none."""
+    import numpy as np
+
+    from pulse_trt.cli.upsample import Item, size_fit_notes
+
+    items = [Item(name=f"f{n}", label=f"f{n}.png", target=np.zeros((3, n, n), np.float32)) for n in (8, 16, 32, 32)]
+    notes = size_fit_notes(items, 64, "dcgan")
+    assert len(notes) == 1 and notes[0].startswith("f32.png: 32x32 is a poor fit for dcgan's 64 px (x2")
+    assert "e.g. 8, 4 px inputs" in notes[0] and "--generator dcgan" in notes[0]
+    assert size_fit_notes(items[:2], 64, "dcgan") == []
