@@ -267,7 +267,11 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
     if unknown:
         raise PulseError(f"unknown backend {unknown[0]!r}: choose from {', '.join(BACKENDS)}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cache_root = Path(cache_root or Path.home() / ".cache" / "pulse-trt" / "artifacts")
+    if cache_root is None:
+        from .api import default_cache_dir  # noqa: PLC0415  ($PULSE_TRT_CACHE, else ~/.cache/pulse-trt/artifacts)
+
+        cache_root = default_cache_dir()
+    cache_root = Path(cache_root)
     options = PulseOptions(**{**work.options, "steps": work.steps, "seed": work.seed})
     warm_options = options if not work.warmup_steps else PulseOptions(**{**options.to_dict(), "steps": min(work.steps, work.warmup_steps)})
     generator = _workload_generator(work, device, progress)
@@ -528,6 +532,9 @@ def to_markdown(result: dict, command: str | None = None) -> str:
     for s in result.get("skipped", []):
         at = f", batch {s['batch']}" if "batch" in s else ""
         lines.append(f"\n_skipped {s['backend']} ({s['precision']}{at}): {s['why']}_")
+    lines += ["", "Peak RSS: the process's resident memory above its level just before the backend was opened "
+                  "(sessions, compilation and the search's buffers; the Python process, torch and the loaded generator "
+                  "are not counted). Peak GPU: GPU memory in use above its level at that point."]
     if result.get("peak_flops"):
         peaks = ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in result["peak_flops"].items())
         lines += ["", f"FLOP floor = step FLOPs (from step.onnx) / time per step / matmul peak ({peaks})."]

@@ -7,11 +7,21 @@ import sys
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure backends on one PULSE workload",
-                       description="Run one PULSE workload on each requested backend in one process; "
-                                   "write bench.json, bench.md and bench.png. With --stream N: N inputs through "
-                                   "--slots B slots of the engine's scheduler (images/s, latency percentiles); "
-                                   "write stream.json and stream.md.")
-    p.add_argument("--generator", default="dcgan", choices=("dcgan", "stylegan1", "mobilestylegan"))
+                       description="Run one PULSE workload (LR faces the generator made itself, PULSE's default "
+                                   "options) on each requested backend in one process: a warm-up, then --repeats "
+                                   "timed searches, medians reported. Writes bench.json, bench.md and bench.png to "
+                                   "OUTDIR. Columns: ms/step (time inside the step calls / steps), images/s (batch / "
+                                   "whole search), speed-up vs the torch reference, peak RSS MiB (the process's "
+                                   "resident memory above its level just before the backend was opened: sessions, "
+                                   "compilation and the search's buffers; not the Python process, torch or the "
+                                   "generator already loaded), peak GPU MiB (likewise), FLOP floor (step FLOPs / time "
+                                   "/ measured matmul peak). Artefacts are exported on first use into the cache "
+                                   "(--cache-dir, else $PULSE_TRT_CACHE, else ~/.cache/pulse-trt/artifacts). On a "
+                                   "busy machine (load average above the core count) figures are noisy: a warning says so. With --stream N: "
+                                   "N inputs through --slots B slots of the engine's scheduler (images/s, latency "
+                                   "percentiles); writes stream.json and stream.md.")
+    p.add_argument("--generator", default="dcgan", choices=("dcgan", "stylegan1", "mobilestylegan"),
+                   help="generator (default: dcgan, embedded)")
     p.add_argument("--weights", help="synthesis weights (stylegan1; random test weights with --random-weights); "
                                      "mobilestylegan: default the fetched weights (pulse-trt weights fetch)")
     p.add_argument("--mapping", help="mapping weights (stylegan1)")
@@ -21,16 +31,21 @@ def add_parser(sub) -> None:
     p.add_argument("--max-channels", type=int, default=None,
                    help="stylegan1: cap FFHQ's channel widths (a small architecture for CPU benchmarks)")
     p.add_argument("--lr-size", type=int, default=None, help="LR side (default: resolution/8 for dcgan, 32 for stylegan1)")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=100, help="optimiser steps of each search (default: 100)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
-    p.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "fp16", "bf16"),
+                   help="generator precisions inside the exported graphs, one sweep each (default: fp32; the torch "
+                        "reference runs fp32 only)")
     p.add_argument("--backends", default="torch,ort", help="comma-separated: torch, torch-compile, ort, ort-cuda, tensorrt")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed searches per backend and batch; medians reported (default: 3)")
     p.add_argument("--warmup-steps", type=int, default=None,
                    help="warm up with a search of this many steps instead of the whole workload (1024 px on a CPU)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    p.add_argument("--cache-dir", default=None, help="artefact cache (default ~/.cache/pulse-trt/artifacts)")
-    p.add_argument("-o", "--out", required=True, help="directory for bench.json / bench.md / bench.png")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="device of the torch backends and of the matmul peak (default: cuda when torch sees a GPU, else cpu)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="artefact cache (default: $PULSE_TRT_CACHE, else ~/.cache/pulse-trt/artifacts)")
+    p.add_argument("-o", "--output", "--out", dest="out", required=True, metavar="OUTDIR",
+                   help="folder for bench.json / bench.md / bench.png (created if missing)")
     s = p.add_argument_group("stream mode")
     s.add_argument("--stream", type=int, default=None, metavar="N",
                    help="stream N inputs (the generator's own faces) through the engine's slots at once")
@@ -39,6 +54,21 @@ def add_parser(sub) -> None:
     s.add_argument("--early-stop", action="store_true", help="stream mode: a start ends once its L2 is within eps")
     s.add_argument("--restarts", type=int, default=0, help="stream mode: extra starts for inputs that missed eps")
     s.add_argument("--duplicates", type=int, default=1, help="stream mode: starts per input, always run")
+
+
+def load_warning() -> str | None:
+    """A warning when the 1-minute load average exceeds the core count (figures will be noisy)."""
+    import os  # noqa: PLC0415
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+    cores = os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (f"this machine is busy (load average {load:.1f} on {cores} cores): other processes share the CPUs, "
+            "so the figures will be noisy and slower than the machine can do")
 
 
 def run(args) -> int:
@@ -58,6 +88,9 @@ def run(args) -> int:
     if args.random_weights:
         work.weights = "random"
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    busy = load_warning()
+    if busy:
+        print(f"pulse-trt: warning: {busy}", file=sys.stderr)
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.stream is not None:
         if args.stream < 1 or args.slots < 1 or args.restarts < 0 or args.duplicates < 1 or \

@@ -105,3 +105,27 @@ def test_stream_reports_written(stream_result, tmp_path):
     md = (tmp_path / "stream.md").read_text()
     assert "a stream of 5 inputs through 2 slots, sync every 3 steps" in md and "| ort | fp32 |" in md
     assert "pulse-trt bench --stream 5 -o x" in md and "skipped torch" in md
+
+
+def test_cli_help_describes_every_flag_and_warns_when_busy(monkeypatch, capsys):
+    """`pulse-trt bench --help`: every flag has a description (the memory column and the cache's
+    $PULSE_TRT_CACHE explained); -o/--output like the other commands; a load average above the
+    core count is a warning."""
+    import argparse
+    import os
+
+    from pulse_trt.cli import bench as bench_cli
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    bench_cli.add_parser(sub)
+    p = sub.choices["bench"]
+    for action in p._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{action.option_strings} has no help"
+    assert "--output" in p._option_string_actions and "-o" in p._option_string_actions
+    assert "$PULSE_TRT_CACHE" in p.format_help() and "peak RSS MiB" in p.format_help()
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.5, 9.0, 8.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert "busy (load average 9.5 on 2 cores)" in bench_cli.load_warning()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert bench_cli.load_warning() is None
