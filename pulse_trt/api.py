@@ -373,11 +373,59 @@ class Pulse:
             weights = self._resolved_weights
         return load_generator(self.generator, weights, **kwargs).eval()
 
+    def _cache_request(self) -> dict | None:
+        """The torch-free cache index's request for this instance (pulse_trt.cache_index), or None
+        when the weights files are not known without the torch path (e.g. mobilestylegan not yet
+        fetched)."""
+        from . import cache_index  # noqa: PLC0415
+
+        if self.generator == "dcgan":
+            files = {"weights": self.weights if self.weights is not None else cache_index.embedded_dcgan_file()}
+        elif self.generator == "mobilestylegan":
+            from .weights import resolve_weights  # noqa: PLC0415  (torch-free)
+
+            try:
+                if self._resolved_weights is None:
+                    self._resolved_weights = resolve_weights("mobilestylegan", self.weights, cache_dir=self.weights_dir,
+                                                             log=self._log, download=False)
+            except PulseError:
+                return None
+            files = {"weights": self._resolved_weights, "gaussian_fit": self.gaussian_fit}
+        else:
+            files = {"weights": self.weights, "mapping": self.mapping, "gaussian_fit": self.gaussian_fit}
+        if files.get("weights") is None:
+            return None
+        return cache_index.request(self.generator, files, resolution=self.resolution, lr_size=self.lr_size,
+                                   precision=self.precision, options=self.options)
+
     def _export(self) -> None:
         """Find the artefacts of (generator, weights, graph options, lr size, precision) in the
         cache, or export them there (export_cached); then load their manifest. The key ignores
         the runtime options: artefacts exported with other steps / seed / ... are reused (the
-        search passes self.options to the engine)."""
+        search passes self.options to the engine).
+
+        1. Torch-free: the cache index (pulse_trt.cache_index) maps this request (weights files by
+           path, size, mtime and sha256; generator settings; graph options; the exporting code)
+           to a key; its entry is verified (load_manifest) and must match. Found: done, neither
+           torch nor onnx imported.
+        2. Else the torch path: load the generator, compute the key, export when missing or
+           damaged (export_cached), and record the key in the index for step 1 next time."""
+        from . import cache_index  # noqa: PLC0415
+        from .engine.files import check_folder_path, remove_stale_temps  # noqa: PLC0415
+        from .engine.manifest import load_manifest  # noqa: PLC0415
+
+        what = "artefact cache" + (f" (${CACHE_ENV})" if os.environ.get(CACHE_ENV, "").strip() else "")
+        check_folder_path(self.cache_dir, what)
+        req = self._cache_request()
+        key = cache_index.lookup(self.cache_dir, req)
+        if key is not None:
+            try:
+                found = load_manifest(self.cache_dir / key, key=key)
+            except PulseError:  # damaged: the torch path moves it aside and exports again
+                found = None
+            if found is not None and cache_index.matches(found, req):
+                self.artifacts_dir, self.manifest = self.cache_dir / key, found
+                return
         self._require_torch("exporting the ONNX artefacts on first use",
                             "pass --artifacts DIR (artefacts exported elsewhere with `pulse-trt export`)")
         try:
@@ -385,12 +433,8 @@ class Pulse:
         except ImportError:
             raise PulseError(f"exporting the ONNX artefacts needs onnx, which is not installed: {EXPORT_HINT}, "
                              "or pass --artifacts DIR (artefacts exported elsewhere with `pulse-trt export`)") from None
-        from .engine.files import check_folder_path, remove_stale_temps  # noqa: PLC0415
-        from .engine.manifest import load_manifest  # noqa: PLC0415
         from .export import onnx_export  # noqa: PLC0415
 
-        what = "artefact cache" + (f" (${CACHE_ENV})" if os.environ.get(CACHE_ENV, "").strip() else "")
-        check_folder_path(self.cache_dir, what)
         remove_stale_temps(self.cache_dir)  # exports of processes killed outright (SIGKILL, power loss)
         generator = self._load_generator("cpu")
         key = onnx_export.build_manifest(generator, self.options, self.lr_size, self.precision)["key"]
@@ -408,6 +452,7 @@ class Pulse:
             self.exported = True
         self.artifacts_dir = target
         self.manifest = load_manifest(target, key=key)
+        cache_index.record(self.cache_dir, req, key)
 
     def _trt_engines(self) -> dict:
         """TensorRT engines for the artefacts: DIR/step.engine + DIR/render.engine when present,

@@ -1,0 +1,56 @@
+"""The command line on a base install: with torch, onnx and pulse_trt.export made unimportable (a
+sys.meta_path blocker in a subprocess), a warm-cache `pulse-trt upsample` finds its artefacts
+through the torch-free cache index (pulse_trt/cache_index.py) and runs; so does
+`pulse-trt bench --backends ort`. Neither imports torch at all."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from cli_helpers import FAST_STEPS
+
+BLOCKER = textwrap.dedent("""
+    import importlib.abc, json, sys
+    BLOCKED = ("torch", "pulse_trt.export", "onnx", "torchvision")
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+                raise ImportError(f"{name} is blocked in this process")
+            return None
+    sys.meta_path.insert(0, Blocker())
+    from pulse_trt.cli import main
+    rc = main(sys.argv[1:])
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx") or m.startswith("pulse_trt.export"))
+    print(json.dumps({"rc": rc, "leaked": leaked}), file=sys.stderr)
+    sys.exit(rc)
+""")
+
+
+def run_blocked(*argv, cache) -> tuple[dict, str, str]:
+    env = dict(os.environ, PULSE_TRT_CACHE=str(cache))
+    proc = subprocess.run([sys.executable, "-c", BLOCKER, *map(str, argv)], capture_output=True, text=True,
+                          timeout=600, env=env)
+    status = json.loads(proc.stderr.strip().splitlines()[-1])
+    return status, proc.stdout, proc.stderr
+
+
+def test_warm_upsample_runs_without_torch(artifacts5, pulse_cache, dcgan_faces, tmp_path):
+    out = tmp_path / "out"
+    status, stdout, err = run_blocked("upsample", dcgan_faces[0], "--steps", FAST_STEPS, "-o", out, cache=pulse_cache)
+    assert status == {"rc": 0, "leaked": []}, err[-2000:]
+    record = json.loads((out / "face0_pulse.json").read_text())
+    assert record["artifacts_key"] == artifacts5.key and record["steps"] == FAST_STEPS
+    assert "exporting" not in err
+
+
+def test_cold_upsample_without_torch_is_one_line(pulse_cache, dcgan_faces, tmp_path):
+    """Artefacts the index does not know (another graph option): the torch path is needed, and
+    without torch that is one line, exit 2, nothing written."""
+    status, _, err = run_blocked("upsample", dcgan_faces[0], "--steps", FAST_STEPS, "--eps", "0.0031",
+                                 "-o", tmp_path / "o", cache=pulse_cache)
+    assert status["rc"] == 2 and status["leaked"] == []
+    assert "needs torch" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
