@@ -29,6 +29,7 @@ first (sessions, bindings).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import statistics
@@ -252,10 +253,142 @@ def _workload_generator(work: Workload, device: str, progress=print):
                           fmaps=fmaps, device=device)
 
 
-def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, device=None, progress=print) -> dict:
-    """Measure `work` on each backend; returns the JSON-ready result (see module doc)."""
-    import torch  # noqa: PLC0415
+TORCH_BACKENDS = ("torch", "torch-compile")
 
+
+def _torch_or_none():
+    try:
+        import torch  # noqa: PLC0415
+
+        return torch
+    except ImportError:
+        return None
+
+
+def _targets_from_render(art, n: int, seed: int) -> np.ndarray:
+    """n LR faces without torch: the artefacts' render graph (ONNX Runtime) on seeded numpy latents
+    and noise maps ~ N(0, 1) (the search's variables, mapped inside the graph): its lr_image."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    from .engine.manifest import load_manifest  # noqa: PLC0415
+
+    m = load_manifest(art)
+    rng = np.random.default_rng(seed)
+    sess = ort.InferenceSession(str(m.dir / m.raw["render"]["file"]), providers=["CPUExecutionProvider"])
+    feeds = {i["name"]: rng.standard_normal([n if d == "B" else int(d) for d in i["shape"]]).astype(np.float32)
+             for i in m.raw["render"]["inputs"]}
+    names = [o.name for o in sess.get_outputs()]
+    return np.clip(sess.run(None, feeds)[names.index("lr_image")], 0.0, 1.0).astype(np.float32)
+
+
+def _artifacts_without_torch(work: Workload, options: PulseOptions, precision: str, cache_root, progress):
+    """The cached artefacts of `work` found without torch (pulse_trt.cache_index, through Pulse):
+    a PulseError (one line) when they are not cached yet or the workload needs torch."""
+    from .api import Pulse  # noqa: PLC0415
+
+    if work.weights == "random" or work.max_channels:
+        raise PulseError("--random-weights and --max-channels build the generator with torch, which is not installed: "
+                         "pip install 'pulse-trt[export]'")
+    pulse = Pulse(work.generator, weights=work.weights, mapping=work.mapping,
+                  resolution=work.resolution if work.generator == "stylegan1" else None, lr_size=work.lr_size,
+                  options=options, precision=precision, cache_dir=cache_root, log=progress)
+    pulse._export()  # torch-free when the cache index knows the artefacts; else "needs torch", one line
+    return pulse.artifacts_dir
+
+
+def _cpu_peak_without_torch(n: int = 2048) -> float:
+    """FLOP/s of a float32 n x n matmul without torch: numpy's BLAS, or ONNX Runtime's MLAS when onnx
+    (which builds the model) is installed; the faster."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    best = 2 * n**3 / _median_seconds(lambda: a @ b)
+    try:
+        best = max(best, _ort_matmul_flops(n))
+    except ImportError:
+        pass
+    return best
+
+
+def _run_bench_ort_only(work: Workload, backends, *, cache_root, progress) -> dict:
+    """run_bench without torch: the "ort" backend on cached artefacts (see run_bench)."""
+    from .engine.api import make_runner  # noqa: PLC0415
+    from .engine.manifest import load_manifest  # noqa: PLC0415
+    from .engine.scheduler import Request, Scheduler  # noqa: PLC0415
+
+    options = PulseOptions(**{**work.options, "steps": work.steps, "seed": work.seed})
+    warm_options = options if not work.warmup_steps else PulseOptions(**{**options.to_dict(), "steps": min(work.steps, work.warmup_steps)})
+    info = machine_info()
+    rows, skipped, peaks = [], [], {}
+    for precision in work.precisions:
+        art = _artifacts_without_torch(work, options, precision, cache_root, progress)
+        targets_all = _targets_from_render(art, max(work.batches), work.seed)
+        peak = peaks[precision] = _cpu_peak_without_torch()
+        for backend in backends:
+            for batch in work.batches:
+                targets = targets_all[:batch]
+                progress(f"[bench] {backend} {precision} batch {batch}: warm-up")
+                with PeakMemory(gpu=False) as mem:
+                    runner = make_runner(load_manifest(art), backend)
+                    runner.activate()
+                    try:
+                        sched = Scheduler(runner, slots=batch)
+
+                        def run(opts=options, runner=runner, sched=sched, targets=targets):
+                            t0, s0, n0 = time.perf_counter(), runner.step_seconds, runner.steps_run
+                            for i, y in enumerate(targets):
+                                sched.add(Request(target=y, index=i, options=opts))
+                            sched.run_until_done()
+                            steps = (runner.steps_run - n0) or 1
+                            return time.perf_counter() - t0, (runner.step_seconds - s0) * opts.steps / steps
+                        run(warm_options)
+                        runs = [run() for _ in range(work.repeats)]
+                    finally:
+                        runner.deactivate()
+                total = statistics.median(r[0] for r in runs)
+                ms = 1000.0 * statistics.median(r[1] for r in runs) / work.steps
+                try:
+                    from .flops import count_flops  # noqa: PLC0415
+
+                    flops = count_flops(Path(art) / "step.onnx", batch)["total"]
+                except ImportError:  # onnx not installed: no FLOP count
+                    flops = None
+                row = {"backend": backend, "precision": precision, "batch": batch, "steps": work.steps,
+                       "ms_per_step": round(ms, 3), "seconds_per_search": round(total, 4),
+                       "images_per_s": round(batch / total, 4), "peak_rss_mib": round(mem.peak_rss / 2**20, 1),
+                       "peak_gpu_mib": None, "flops_per_step": flops,
+                       "flop_floor_fraction": round(flops / (ms / 1000.0) / peak, 4) if flops and ms > 0 else None,
+                       "speedup_vs_torch": None}
+                rows.append(row)
+                progress(f"[bench] {backend} {precision} batch {batch}: {ms:.2f} ms/step, {row['images_per_s']:.2f} img/s")
+    return {
+        "machine": info, "machine_label": machine_label(info), "device": "cpu", "date": time.strftime("%Y-%m-%d"),
+        "workload": {**work.__dict__, "batches": list(work.batches), "precisions": list(work.precisions),
+                     "options": options.to_dict(), "targets": "render.onnx of seeded numpy latents (no torch)"},
+        "peak_flops": peaks,
+        "peak_flops_note": "FLOP/s of a 2048 fp32 matmul, the faster of numpy and ONNX Runtime (no torch here)",
+    }
+
+
+def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, device=None, progress=print) -> dict:
+    """Measure `work` on each backend; returns the JSON-ready result (see module doc).
+
+    Without torch (a base install) the ONNX Runtime backends still run: the artefacts come from
+    the cache through its torch-free index (exported earlier by a run with torch), the LR targets
+    from the render graph (_targets_from_render), the CPU peak from numpy / ONNX Runtime, and the
+    FLOP count needs onnx (left out without it). The torch backends are a one-line error."""
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise PulseError(f"unknown backend {unknown[0]!r}: choose from {', '.join(BACKENDS)}")
+    torch = _torch_or_none()
+    if torch is None:
+        wanted = [b for b in backends if b in TORCH_BACKENDS]
+        if wanted:
+            raise PulseError(f"backend {wanted[0]} needs torch, which is not installed: pip install 'pulse-trt[export]', "
+                             "or bench the ONNX Runtime backends only (--backends ort)")
+        if device == "cuda" or "ort-cuda" in backends or "tensorrt" in backends:
+            raise PulseError("benching GPU backends without torch is not supported here: install torch "
+                             "(pip install 'pulse-trt[export]') or use --backends ort")
+        return _run_bench_ort_only(work, backends, cache_root=cache_root, progress=progress)
     from .export.onnx_export import export_cached  # noqa: PLC0415
     from .export.reference import pulse_search  # noqa: PLC0415
     from .flops import count_flops  # noqa: PLC0415
@@ -263,9 +396,6 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
     from .engine.scheduler import Request, Scheduler  # noqa: PLC0415
     from .torch_runner import TorchRunner  # noqa: PLC0415
 
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise PulseError(f"unknown backend {unknown[0]!r}: choose from {', '.join(BACKENDS)}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if cache_root is None:
         from .api import default_cache_dir  # noqa: PLC0415  ($PULSE_TRT_CACHE, else ~/.cache/pulse-trt/artifacts)
@@ -589,7 +719,7 @@ def write_results(result: dict, out_dir, command: str | None = None, name: str =
         tmp.write_text(text)
         tmp.replace(p)
         paths.append(p)
-    if result["rows"] and not stream:
+    if result["rows"] and not stream and importlib.util.find_spec("matplotlib") is not None:  # needs pulse-trt[viz]
         p = out / f"{name}.png"
         plot_throughput([result], p)
         paths.append(p)

@@ -54,3 +54,15 @@ def test_cold_upsample_without_torch_is_one_line(pulse_cache, dcgan_faces, tmp_p
     assert status["rc"] == 2 and status["leaked"] == []
     assert "needs torch" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_bench_ort_runs_without_torch_and_torch_backends_are_one_line(artifacts5, pulse_cache, tmp_path):
+    status, stdout, err = run_blocked("bench", "--backends", "ort", "--steps", FAST_STEPS, "--batch", "1",
+                                      "--repeats", "1", "-o", tmp_path / "b", cache=pulse_cache)
+    assert status == {"rc": 0, "leaked": []}, err[-2000:]
+    result = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert [(r["backend"], r["batch"]) for r in result["rows"]] == [("ort", 1)]
+    assert result["rows"][0]["ms_per_step"] > 0 and "no torch" in result["workload"]["targets"]
+    status, _, err = run_blocked("bench", "--backends", "torch,ort", "-o", tmp_path / "t", cache=pulse_cache)
+    assert status["rc"] == 2 and "backend torch needs torch" in err and "Traceback" not in err
+    assert not (tmp_path / "t").exists()
