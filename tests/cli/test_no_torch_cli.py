@@ -10,7 +10,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from cli_helpers import FAST_STEPS
+
+pytestmark = pytest.mark.slow  # subprocesses importing the CLI, a bench run: about 2 minutes on 2 busy cores
 
 BLOCKER = textwrap.dedent("""
     import importlib.abc, json, sys

@@ -182,7 +182,7 @@ def _run(cli, out, inputs, *argv):
     return _records(out, [p.stem for p in inputs])
 
 
-@pytest.mark.parametrize("backend", ["ort", "torch"])
+@pytest.mark.parametrize("backend", ["ort", pytest.param("torch", marks=pytest.mark.slow)])
 def test_slots_do_not_change_results(cli, tmp_path, dcgan_faces, artifacts5, backend):
     """Every input's start is seeded by its index among the inputs, not by its slot or chunk:
     the same three faces at --slots 1 and 3 (--batch-size is the same option) give the same
@@ -206,6 +206,7 @@ def test_slots_do_not_change_results(cli, tmp_path, dcgan_faces, artifacts5, bac
     assert len({round(r["min_l2"], 6) for r in one.values()}) == 3
 
 
+@pytest.mark.slow
 def test_torch_and_ort_agree(cli, tmp_path, dcgan_faces, artifacts5):
     ort = _run(cli, tmp_path / "ort", dcgan_faces, "--slots", 2)
     ref = _run(cli, tmp_path / "torch", dcgan_faces, "--backend", "torch", "--slots", 3)

@@ -220,6 +220,7 @@ def test_subprocess_bad_input_exit_code(tmp_path):
 
 # ---- the real thing: the embedded dcgan and the PyTorch reference ------------------------------
 
+@pytest.mark.slow
 def test_dcgan_subprocess_run(tmp_path, dcgan_faces, artifacts5):
     # The default backend (ort) with the session's cached artefacts (PULSE_TRT_CACHE is inherited).
     out = tmp_path / "out"

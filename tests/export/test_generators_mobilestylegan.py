@@ -105,6 +105,7 @@ def test_random_weights_ir_round_trip(full, ir_dir):
         assert np.array_equal(state[k], v.numpy()), k
 
 
+@pytest.mark.slow
 def test_random_weights_ir_matches_openvino(full, ir_dir):
     """Our model against OpenVINO running the written IR (same weights, f32): mapping and 1024
     image within 1e-4 relative."""
@@ -129,6 +130,7 @@ def _one_line(e) -> str:
     return msg
 
 
+@pytest.mark.slow
 def test_ir_of_another_model_is_refused(ir_dir, tmp_path):
     m, s = ir_dir / "MappingNetwork.xml", ir_dir / "SynthesisNetwork.xml"
     with pytest.raises(PulseError) as e:  # the networks swapped
@@ -179,6 +181,7 @@ def test_load_generator_needs_the_converted_file(tmp_path, full):
         load_generator("mobilestylegan", path, fit_samples=256, fit_cache_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_small_model_exports_and_verifies(tmp_path):
     """The generator contract end to end on a 32 px model: step and render graphs exported with
     dynamic batch, onnx.checker, ONNX Runtime vs torch at batch 1 and 3 (1e-4), TensorRT ops."""

@@ -29,6 +29,7 @@ def test_wheel_is_the_pinned_one_and_converts(mobilestylegan_wheel, converted):
     assert rec["weights_sha256"] == sha256_file(converted)
 
 
+@pytest.mark.slow
 def test_real_networks_match_openvino(mobilestylegan_wheel, converted, tmp_path):
     ov = pytest.importorskip("openvino", reason="openvino (a dev-extra test dependency) is not installed")
     from safetensors.torch import load_file  # noqa: PLC0415

@@ -99,6 +99,7 @@ def test_loss_without_l2_runs(tiny_style):
             assert r.record["min_l2"] == pytest.approx(min(r.history["L2"]))
 
 
+@pytest.mark.slow
 def test_batch_rows_follow_their_own_trajectory(tiny_style):
     """A row's trajectory depends only on its own start and target, not on its batch mates."""
     y = _targets(tiny_style, 3, 4)
@@ -264,6 +265,7 @@ def test_cuda_matches_cpu(tiny_style):
 
 # --- the issue's "Done when": the embedded dcgan recovers one of its own faces ---------------
 
+@pytest.mark.slow
 def test_dcgan_recovers_its_own_face_within_eps(dcgan):
     """A 64 px dcgan face (fixed random latent), downscaled to 8x8, is found again with the
     default options: success within eps and D(output) close to the input."""

@@ -184,7 +184,7 @@ def test_upsample_uint8_and_pil_equal_search(art, faces):
         p.upsample([])
 
 
-@pytest.mark.parametrize("backend", ["ort", "torch"])
+@pytest.mark.parametrize("backend", ["ort", pytest.param("torch", marks=pytest.mark.slow)])
 def test_slots_do_not_change_results(art, cache, faces, backend):
     kwargs = {"artifacts": art} if backend == "ort" else {"backend": "torch", "lr_size": 8, "options": PulseOptions(steps=STEPS)}
     seen = []
