@@ -366,6 +366,7 @@ def _run_bench_ort_only(work: Workload, backends, *, cache_root, progress) -> di
                      "options": options.to_dict(), "targets": "render.onnx of seeded numpy latents (no torch)"},
         "peak_flops": peaks,
         "peak_flops_note": "FLOP/s of a 2048 fp32 matmul, the faster of numpy and ONNX Runtime (no torch here)",
+        "rows": rows, "skipped": skipped,
     }
 
 
