@@ -223,7 +223,7 @@ class Pulse:
             if backend == "torch":
                 raise PulseError("backend torch runs the PyTorch reference, not artefacts: drop --artifacts or choose ort")
             if weights is not None or mapping is not None or gaussian_fit is not None:
-                raise PulseError("the generator's weights and Gaussian fit are baked into the artefacts: drop "
+                raise PulseError("the generator's weights are baked into the artefacts (its Gaussian fit too): drop "
                                  "--weights / --mapping / --gaussian-fit with --artifacts")
             manifest = load_given_artifacts(artifacts)
             check_artifacts_match(manifest, generator=generator, lr_size=lr_size, resolution=resolution,

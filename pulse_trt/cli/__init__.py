@@ -143,8 +143,8 @@ def cli_wording(message: str) -> str:
     """A library message in the command line's words: `weights=PATH` -> `--weights PATH`,
     `learning_rate` -> `--learning-rate`."""
     message = re.sub(r"(?<![\w./-])(weights|mapping|artifacts)=PATH", lambda m: f"--{m.group(1)} PATH", message)
-    words = "|".join(_API_WORDS)
-    return re.sub(rf"(?<![\w./-])({words})(?![\w/-]|\.\w)", lambda m: "--" + m.group(1).replace("_", "-"), message)
+    words = "|".join(_API_WORDS)  # only as the subject of a sentence ("learning_rate must be > 0")
+    return re.sub(rf"(?<![\w./-])({words}) must\b", lambda m: "--" + m.group(1).replace("_", "-") + " must", message)
 
 
 def did_you_mean(extras: list[str], parser: argparse.ArgumentParser) -> str:

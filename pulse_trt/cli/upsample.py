@@ -135,7 +135,7 @@ class Item:
 
 def open_backend(args: argparse.Namespace, lr_size: int, options: PulseOptions | None, log) -> Pulse:
     """The search backend for inputs of one size (a pulse_trt.api.Pulse, not yet prepared)."""
-    return Pulse(args.generator, weights=args.weights, mapping=args.mapping, gaussian_fit=args.gaussian_fit,
+    return Pulse(args.generator, weights=args.weights, mapping=args.mapping, gaussian_fit=getattr(args, "gaussian_fit", None),
                  resolution=args.resolution,
                  lr_size=lr_size, options=options, backend=args.backend, precision=args.precision,
                  artifacts=args.artifacts, cache_dir=args.cache_dir, slots=args.slots, sync_every=args.sync_every,
@@ -155,7 +155,7 @@ def _manifest_settings(args: argparse.Namespace):
 
     if args.backend == "torch":
         raise PulseError("--backend torch runs the PyTorch reference, not artefacts: drop --artifacts or use --backend ort")
-    for flag, value in (("--weights", args.weights), ("--mapping", args.mapping), ("--gaussian-fit", args.gaussian_fit),
+    for flag, value in (("--weights", args.weights), ("--mapping", args.mapping), ("--gaussian-fit", getattr(args, "gaussian_fit", None)),
                         ("--cache-dir", args.cache_dir),
                         ("--weights-dir", args.weights_dir)):
         if value is not None:

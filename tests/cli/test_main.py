@@ -119,6 +119,7 @@ def test_library_messages_use_flag_names(tmp_path, capsys):
                        "mapping=PATH (mapping.pt)") == ("stylegan1 weights are not embedded: pass --weights PATH "
                                                          "(PULSE's synthesis.pt) and --mapping PATH (mapping.pt)")
     assert cli_wording("in/batch_size.png: lr_size must divide 64") == "in/batch_size.png: --lr-size must divide 64"
+    assert cli_wording("(opt_name='adam', baked in)") == "(opt_name='adam', baked in)"  # values shown as they are
     face = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "face_8x8.png")
     rc = main(["upsample", face, "-o", str(tmp_path / "o"), "--learning-rate", "-1"])
     err = capsys.readouterr().err
