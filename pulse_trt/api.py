@@ -319,6 +319,17 @@ class Pulse:
             self._prepare()
         return self
 
+    def resolve_artifacts(self) -> Path:
+        """Find (or export, on a cache miss) the artefacts without opening the engine; returns
+        their folder. For a driver that ships them to workers (pulse_trt.ray) and never holds
+        the model itself. PulseError for backend torch (no artefacts)."""
+        if self.backend == "torch":
+            raise PulseError("backend torch runs the PyTorch reference: it has no artefacts to ship")
+        with self._lock:
+            if self.manifest is None:
+                self._export()
+        return Path(self.manifest.dir)
+
     def _prepare(self) -> None:
         if self.backend == "torch":
             if self._torch_generator is None:

@@ -53,6 +53,7 @@ from ..engine.options import PulseOptions
 from ..engine.result import ImageResult
 from ..engine.scheduler import DEFAULT_SYNC_EVERY
 from ..outputs import GRID_FILE, plan_outputs, write_result
+from ..ray.data import plan_resumable, seed_positions
 from .options import _FLAGS as OPTION_FLAGS
 from .options import add_pulse_options
 
@@ -114,8 +115,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"steps between the host's looks at the losses, when starts retire and new ones begin "
                         f"(default: {DEFAULT_SYNC_EVERY}; results do not depend on it without --early-stop)")
     r.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse before doing any work)")
+    r.add_argument("--resume", action="store_true",
+                   help="skip inputs whose NAME_pulse.json record exists (a rerun after a failure finishes only the rest; "
+                        "the others replace what the interrupted run left of them)")
     r.add_argument("--strict", action="store_true", help="exit 1 when any input misses eps (default: 0, with a note per miss)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-input lines (notes and errors still print)")
+    y = p.add_argument_group("ray (pip install 'pulse-trt[ray]')")
+    y.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on Ray Data, one engine per actor: no ADDRESS starts a local Ray; 'auto' joins this "
+                        "machine's cluster; or ray://HOST:10001 (write it as --ray=ADDRESS before the inputs)")
+    y.add_argument("--actors", type=int, default=1, metavar="N", help="with --ray: engines (actors) (default: 1)")
+    y.add_argument("--ray-cpus", type=float, default=1, metavar="C",
+                   help="with --ray: CPUs per actor, also its ONNX Runtime threads (default: 1)")
+    y.add_argument("--ray-gpus", type=float, default=None, metavar="G",
+                   help="with --ray: GPUs per actor (default: 1 for ort-cuda / tensorrt when the cluster has GPUs)")
     add_pulse_options(p)
     # None marks "not given": with --artifacts only given flags are compared with the manifest.
     p.set_defaults(**{f.name: None for f in fields(PulseOptions)})
@@ -171,6 +184,25 @@ def _manifest_settings(args: argparse.Namespace):
                              "baked into the graphs): drop the flag, or re-export artefacts with it (`pulse-trt export`)")
     options = PulseOptions(**{**baked, **given})  # validated: PulseError on a bad value
     return manifest, manifest.resolve_options(options)
+
+
+def _check_ray_args(args: argparse.Namespace) -> None:
+    """--ray's flags, checked before any input is read. --ray ADDRESS before the inputs may have
+    taken an input as its address: an existing file there is an input, and Ray starts locally."""
+    if args.ray not in ("local", "auto") and "://" not in args.ray and ":" not in args.ray:
+        if Path(args.ray).exists():
+            args.inputs.insert(0, args.ray)
+            args.ray = "local"
+        else:
+            raise PulseError(f"--ray {args.ray!r}: give 'auto', ray://HOST:PORT or HOST:PORT (or --ray alone for a local Ray)")
+    if args.backend == "torch":
+        raise PulseError("--ray runs the exported engine on each actor: choose --backend ort, ort-cuda or tensorrt")
+    if args.actors < 1:
+        raise PulseError(f"--actors must be >= 1, got {args.actors}")
+    if not args.ray_cpus > 0:
+        raise PulseError(f"--ray-cpus must be > 0, got {args.ray_cpus:g}")
+    if args.ray_gpus is not None and args.ray_gpus < 0:
+        raise PulseError(f"--ray-gpus must be >= 0, got {args.ray_gpus:g}")
 
 
 def _resolution(generator: str, resolution: int | None) -> int:
@@ -251,12 +283,22 @@ def run(args: argparse.Namespace) -> int:
         resolution = _resolution(generator, args.resolution)
 
     # 2. Inputs and output paths, before any work.
+    if args.ray is not None:
+        _check_ray_args(args)
     items = _load_items(args, resolution, manifest, generator)
     outdir = Path(args.output)
     curves = importlib.util.find_spec("matplotlib") is not None
-    plans = plan_outputs([f"{it.name}.png" for it in items], outdir, overwrite=args.overwrite, curves=curves,
-                         aligned=args.align, run_files=[outdir / GRID_FILE], sources=expand_inputs(args.inputs),
-                         labels=[it.label for it in items])
+    positions = seed_positions(items)  # seeds each input's starts; kept by --resume
+    if args.resume:
+        items, positions, plans = plan_resumable(items, positions, outdir, overwrite=args.overwrite, resume=True,
+                                                 curves=curves, aligned=args.align, sources=expand_inputs(args.inputs))
+        if not items:
+            print(f"nothing to do: every input has its record in {outdir}/ (--resume)")
+            return 0
+    else:
+        plans = plan_outputs([f"{it.name}.png" for it in items], outdir, overwrite=args.overwrite, curves=curves,
+                             aligned=args.align, run_files=[outdir / GRID_FILE], sources=expand_inputs(args.inputs),
+                             labels=[it.label for it in items])
     for it in items:
         for n in it.notes:
             _err(f"pulse-trt: note: {n}")
@@ -265,6 +307,10 @@ def run(args: argparse.Namespace) -> int:
     if not curves:
         _err("pulse-trt: note: loss curves need matplotlib (pip install 'pulse-trt[viz]'); not drawn")
 
+    if args.ray is not None:
+        from ..ray.cli import run_upsample  # noqa: PLC0415
+
+        return run_upsample(args, items, positions, options, outdir, curves)
     # 3. One backend per input size, prepared (exports happen here, before the progress bar).
     groups: dict[int, list[int]] = {}
     for i, it in enumerate(items):
@@ -279,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
             backend.prepare()
         outdir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(outdir)  # temps of an earlier run that was killed outright
-        return _search_and_write(args, items, plans, groups, backends, options, outdir, written)
+        return _search_and_write(args, items, plans, groups, backends, options, outdir, written, positions)
     except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP (cli.Interrupted): say what is on disk
         e.written, e.total = list(written), len(items)
         raise
@@ -307,7 +353,7 @@ class _Bar:
         return report
 
 
-def _search_and_write(args, items, plans, groups, backends, options, outdir: Path, written: list[str]) -> int:
+def _search_and_write(args, items, plans, groups, backends, options, outdir: Path, written: list[str], positions) -> int:
     """Steps 4-5; appends to `written` the label of every input once its files are written."""
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -319,8 +365,8 @@ def _search_and_write(args, items, plans, groups, backends, options, outdir: Pat
         report = _Bar(bar, len(items), options.steps * options.duplicates)
         pending = {}
         for size, idx in groups.items():
-            for pos, i in enumerate(idx):  # seeded by the position among the inputs of its size
-                future = backends[size].submit_target(items[i].target, index=pos, progress=report.callback(i))
+            for i in idx:  # seeded by the position among the inputs of its size
+                future = backends[size].submit_target(items[i].target, index=positions[i], progress=report.callback(i))
                 pending[future] = (i, backends[size])
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
