@@ -91,11 +91,15 @@ def render(res: dict) -> str:
         own = f"{r['own_s']:.1f}" if r["own_s"] is not None else "-"
         lines.append(f"| {r['config']} | {r['wall_s']:.1f} | {r['images_per_s']:.2f} | {r['images_per_s'] / base:.2f}x | {own} |")
     lines += ["",
-              "Two shared cores: one local engine already uses both (ONNX Runtime threads), so two actors of one "
-              "core each cannot be faster, and Ray adds its own start (a local cluster, worker processes, one "
-              "engine per actor, about 10-20 s here) and a few CPU-hungry daemons beside the search. The point of "
-              "these figures is correctness (the records equal the local CLI's, tests/ray) and overhead; the "
-              "speed-up comes with one actor per GPU or per machine.", "", END]
+              "Read with care: one round on 2 cores shared with other engineers' jobs (load average 8-13 during "
+              "the run), so these are noisy. Expected: little or no speed-up (the local engine already uses both "
+              "cores) and a fixed Ray overhead (a local cluster, worker processes, one engine per actor: about "
+              "10-20 s here). Observed: `--ray` was faster than the local CLI, and 2 actors no faster than 1. "
+              "The likely cause is threads, not Ray: the local CLI runs ONNX Runtime with one intra-op thread per "
+              "core (2), which on oversubscribed cores wait on each other, while each actor runs 1 thread "
+              "(`--ray-cpus 1`); a local run with one thread was not measured. The point of these figures is "
+              "correctness (the records equal the local CLI's, tests/ray) and overhead; a speed-up needs one "
+              "actor per GPU or per machine.", "", END]
     return "\n".join(lines)
 
 

@@ -194,7 +194,7 @@ class UpsampleBatches:
         self._fault = fault
 
     def __call__(self, batch: dict) -> dict:
-        from ..cli.upsample import Item, _extra_files, _record  # noqa: PLC0415
+        from ..cli.upsample import _extra_files, _record  # noqa: PLC0415
         from ..outputs import output_paths, write_result  # noqa: PLC0415
 
         items, out = self._items(batch), {"name": [], "status": [], "success": [], "min_l2": [], "record": []}
@@ -384,10 +384,8 @@ def upsample_dataset(inputs, outdir, *, artifacts=None, generator: str | None = 
     Returns one dict per input run or skipped: name, status ("written", "exists": written by
     an earlier attempt of this job, "skipped": resumed), success, min_l2, record (path).
     """
-    from ..cli.upsample import _write_grid  # noqa: PLC0415  (the same grid as the CLI)
-    from ..engine.images import expand_inputs, load_image  # noqa: PLC0415
-    from ..outputs import GRID_FILE, output_paths, plan_outputs  # noqa: PLC0415
     from ..cli.upsample import Item  # noqa: PLC0415
+    from ..engine.images import expand_inputs, load_image  # noqa: PLC0415
 
     options = options if options is not None else PulseOptions()
     started = time.time()

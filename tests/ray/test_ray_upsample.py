@@ -4,12 +4,11 @@ killed mid-job still yields every output exactly once; --resume after a failed r
 the rest."""
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import FAST_STEPS, N_FACES, read_records
 from pulse_trt.engine.errors import PulseError
@@ -186,3 +185,27 @@ def test_resume_after_a_failed_run_finishes_only_the_rest(local_ray, faces24, lo
     assert {k: after[k] for k in first} == first  # untouched
     assert len(after) == N_FACES
     assert read_records(tmp_path) == local_records
+
+
+def test_actor_class_takes_image_batches(faces24, local_records, artifacts5, tmp_path):
+    """A Ray Dataset of images (ray.data.read_images(..., include_paths=True): `image` and `path`
+    columns, plus `index` for the seeds) reaches the actor as such a batch: the same records."""
+    import time  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from pulse_trt.ray.data import UpsampleBatches  # noqa: PLC0415
+
+    paths = sorted(faces24.iterdir())[:3]
+    batch = {"image": np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths]),
+             "path": np.asarray([str(p) for p in paths]), "index": np.arange(3)}
+    actor = UpsampleBatches(_shipped(artifacts5), PulseOptions(steps=FAST_STEPS).to_dict(), str(tmp_path),
+                            slots=8, job_started=time.time() - 1)
+    try:
+        out = actor(batch)
+    finally:
+        actor.close()
+    assert list(out["status"]) == ["written"] * 3
+    got = read_records(tmp_path)
+    for name, rec in got.items():
+        assert rec == {**local_records[name], "notes": rec["notes"]}, name
