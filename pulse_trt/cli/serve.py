@@ -73,6 +73,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      help=f"jobs: render the best face so far every N steps (default: {d.preview_every}; 0: never)")
     lim.add_argument("--drain-seconds", type=float, default=d.drain_seconds,
                      help=f"on SIGTERM, in-flight work may finish for this long, then is cancelled (default: {d.drain_seconds:g})")
+    from ..ray.serve import add_arguments as add_ray_arguments  # noqa: PLC0415  (no ray import)
+
+    add_ray_arguments(p)
     add_pulse_options(p)
     p.set_defaults(**{f.name: None for f in fields(PulseOptions)})
     return p
@@ -106,6 +109,14 @@ def run(args: argparse.Namespace) -> int:
         raise PulseError(f"--steps {options.steps} is above --max-steps {settings.max_steps}")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"pulse-trt serve: {msg}", file=sys.stderr, flush=True))
     runner_options = {"threads": args.threads} if args.threads is not None else {}
+    if args.ray is not None:  # the same app on Ray Serve, one engine per replica (pulse_trt/ray/serve.py)
+        from ..ray import serve as ray_serve  # noqa: PLC0415
+
+        pulse_kwargs = dict(generator=args.generator, weights=args.weights, mapping=args.mapping,
+                            resolution=args.resolution, options=options, backend=args.backend,
+                            precision=args.precision, cache_dir=args.cache_dir, weights_dir=args.weights_dir,
+                            export_progress=not args.quiet)
+        return ray_serve.run(args, pulse_kwargs, settings, lr_size=lr_size, log=say)
     pulse = Pulse(args.generator, weights=args.weights, mapping=args.mapping, resolution=args.resolution, lr_size=lr_size,
                   options=options, backend=args.backend, precision=args.precision, artifacts=args.artifacts,
                   cache_dir=args.cache_dir, weights_dir=args.weights_dir, log=say, export_progress=not args.quiet)
