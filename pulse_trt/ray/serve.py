@@ -115,16 +115,16 @@ def serve_application(pulse_kwargs: dict, settings=None, *, slots: int = 8, repl
             make_engine = _lookup(engine_factory) if isinstance(engine_factory, str) else engine_factory
             self.engine = make_engine(pulse, slots=slots, **runner_options)
             self.engine.start()  # artefacts opened and warmed before the replica takes requests
-            self.app = None
+            self._service_app = None
 
         def __serve_build_asgi_app__(self):
             create_app = _lookup(app_factory) if isinstance(app_factory, str) else app_factory
-            self.app = create_app(self.engine, settings)
-            return self.app
+            self._service_app = create_app(self.engine, settings)
+            return self._service_app
 
         def check_health(self):
             """Fails when /readyz would answer 503: Ray Serve then replaces the replica."""
-            state = getattr(getattr(self.app, "state", None), "service", None)
+            state = getattr(getattr(self._service_app, "state", None), "service", None)
             if state is not None and getattr(state, "start_error", None):
                 raise RuntimeError(f"the engine failed to start: {state.start_error}")
             if not getattr(self.engine, "ready", True):
