@@ -467,7 +467,8 @@ def plan_resumable(items, positions, outdir: Path, *, overwrite: bool, resume: b
                 if not output_paths(f"{it.name}.png", outdir, curve=curves, aligned=aligned).record.exists()]
         items, positions = [items[k] for k in keep], [positions[k] for k in keep]
     plans = plan_outputs([f"{it.name}.png" for it in items], outdir, overwrite=overwrite or resume, curves=curves,
-                         aligned=aligned, run_files=[outdir / GRID_FILE], sources=sources)
+                         aligned=aligned, run_files=[outdir / GRID_FILE], sources=sources,
+                         labels=[it.label for it in items])
     return items, positions, plans
 
 

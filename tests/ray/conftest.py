@@ -4,17 +4,13 @@ small LR inputs, their records from the local CLI, and a local Ray started by th
 cleanly where it is not installed."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-FAST_STEPS = 5  # as tests/cli: the session's shared artefacts are exported with these options
-N_FACES = 24
-VOLATILE = ("seconds",)  # record fields that differ between two runs of the same search
+from ray_helpers import FAST_STEPS, N_FACES, read_records
 
 
 @pytest.fixture(scope="session")
@@ -70,17 +66,6 @@ def local_records(faces24, artifacts5, tmp_path_factory, pulse_cache):
         else:
             os.environ["PULSE_TRT_CACHE"] = old
     return read_records(out)
-
-
-def read_records(folder: Path) -> dict:
-    """name -> record (volatile fields dropped) of every NAME_pulse.json in folder."""
-    recs = {}
-    for p in sorted(Path(folder).glob("*_pulse.json")):
-        rec = json.loads(p.read_text())
-        for k in VOLATILE:
-            rec.pop(k, None)
-        recs[p.name[: -len("_pulse.json")]] = rec
-    return recs
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST_STEPS
+from ray_helpers import FAST_STEPS
 from pulse_trt.engine.errors import PulseError
 from pulse_trt.engine.options import PulseOptions
 

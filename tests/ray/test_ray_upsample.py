@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import FAST_STEPS, N_FACES, read_records
+from ray_helpers import FAST_STEPS, N_FACES, read_records
 from pulse_trt.engine.errors import PulseError
 from pulse_trt.engine.options import PulseOptions
 
