@@ -91,8 +91,9 @@ def summary(recs, dup2, astronauts) -> str:
     lines += ["", f"Smallest L2 per face: median {np.median([r['min_l2'] for r in recs]):.5f}, worst "
                   f"{worst['min_l2']:.5f} ({Path(worst['input']).name}); "
                   f"{seconds_per_image(recs):.0f} s per image of search on the engine "
-                  f"(ONNX Runtime, CPU, {recs[0]['device'] if 'device' in recs[0] else 'cpu'}; wall time of the "
-                  f"search calls / faces, on a machine shared with other jobs)."]
+                  f"(backend {recs[0].get('backend', 'ort')}, 100 steps at batch 1; wall time of the search calls / "
+                  f"faces, measured while the 2-core machine ran other engineers' jobs at a load average of 6-13, "
+                  f"so several times a quiet machine's)."]
     if astronauts:
         lines += ["", "| input | success | min L2 (eps 0.002) | MSE of the PNG's downscale | best step | PSNR / SSIM vs the aligned 1024 crop |",
                   "|---|---|---:|---:|---:|---|"]
