@@ -743,15 +743,15 @@ def part_kernels(ctx: Child) -> int:
 
 
 def part_stream(ctx: Child) -> int:
-    """Continuous batching through pulse-trt bench's stream mode (issue 12); its bench.json is
-    kept whole in the row (the format is issue 12's)."""
+    """Continuous batching through pulse-trt bench's stream mode (issue 12); its stream.json is
+    kept whole in the row (the format is issue 12's: pulse_trt.bench.run_stream)."""
     dest = WORK / "stream"
     cmd = [sys.executable, "-m", "pulse_trt", "bench", "--generator", "dcgan", "--lr-size", "8", "--backends", "ort-cuda",
            "--stream", "64", "--slots", "8", "--device", "cuda", "--cache-dir", str(WORK / "cache"), "-o", str(dest)]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=max(ctx.left() - 5, 5))
     try:
-        result = json.loads((dest / "bench.json").read_text())
-        md = (dest / "bench.md").read_text()
+        result = json.loads((dest / "stream.json").read_text())
+        md = (dest / "stream.md").read_text()
     except (OSError, ValueError):
         result, md = None, None
     ctx.row(kind="stream", command=" ".join(cmd[1:]), returncode=r.returncode, result=result, markdown=md,

@@ -229,12 +229,6 @@ class Runner:
     def _check_render(self, feeds: dict) -> int:
         return check_feeds(feeds, self.manifest.render_inputs, None, f"{self.name} render")
 
-    def render_feeds(self, best: dict, rows_inputs: dict) -> dict:
-        """Render inputs from best {param: [m, ...]} and per-row inputs (frozen noise)."""
-        return {name: np.ascontiguousarray(best[f"best.{name}"] if f"best.{name}" in best else rows_inputs[name],
-                                           np.float32)
-                for name in self.manifest.render_inputs}
-
     # -- to implement -----------------------------------------------------------------------------
     def _activate(self) -> None:
         raise NotImplementedError

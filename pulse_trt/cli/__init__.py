@@ -177,7 +177,7 @@ def as_memory_error(e: BaseException) -> MemoryError | None:
 
 def _print_out_of_memory(e: MemoryError) -> None:
     detail = f" ({' '.join(str(e).split())})" if str(e) else ""
-    print(f"pulse-trt: error: out of memory{detail}; try a smaller --batch-size (or fewer --duplicates)",
+    print(f"pulse-trt: error: out of memory{detail}; try fewer --slots (with --backend torch, also fewer --duplicates)",
           file=sys.stderr)
 
 

@@ -200,14 +200,14 @@ SIGNAL_SCRIPT = textwrap.dedent("""
             fire()
             raise AssertionError("the signal did not stop the export")
         onnx_export.export_graph = export_graph
-    elif when == "search":  # at step 3 of the first search
+    elif when == "search":  # in the first run of steps that reaches step 3
         from pulse_trt.engine import runner_ort
-        real_step = runner_ort.OrtRunner._step
-        def _step(self, lr, t):
-            if t == 3:
+        real_run = runner_ort.OrtRunner._run
+        def _run(self, n, lr, t):
+            if (t >= 3).any():
                 fire()
-            return real_step(self, lr, t)
-        runner_ort.OrtRunner._step = _step
+            return real_run(self, n, lr, t)
+        runner_ort.OrtRunner._run = _run
     elif when == "write":  # the second input's first temp file is complete on disk
         real_fsync = os.fsync
         def fsync(fd):
@@ -283,10 +283,10 @@ def test_out_of_memory_inside_onnx_runtime_is_exit_2(tmp_path, dcgan_faces, arti
     # Seen: BFCArena's allocation failure exited 70 "a bug", with a coloured ORT log line.
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-c", OOM_SCRIPT, str(48 << 20), "upsample", str(dcgan_faces[0]), "-o", str(out),
-                           "--artifacts", str(artifacts5.dir), "--duplicates", "128", "-q"],
+                           "--artifacts", str(artifacts5.dir), "--duplicates", "128", "--slots", "128", "-q"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     _one_line_error(proc.returncode, proc.stderr, "out of memory (ONNX Runtime could not allocate",
-                    "while running the step graph at batch 128", "--batch-size")
+                    "while running the step graph on 128 rows", "--slots")
     assert not out.exists() or list(out.iterdir()) == []
 
 
@@ -298,7 +298,7 @@ def test_fifo_input_is_one_line_not_a_hang(cli, tmp_path, fake_runner):
     os.mkfifo(fifo)
     rc, _, err = cli("upsample", fifo, "-o", tmp_path / "out", "-q")
     _one_line_error(rc, err, "face.png: is a FIFO, not a regular file")
-    assert fake_runner.batches == [] and not (tmp_path / "out").exists()
+    assert fake_runner.submitted == [] and not (tmp_path / "out").exists()
 
 
 def test_output_under_a_file_is_one_line_before_any_work(cli, tmp_path, fake_runner):
@@ -307,7 +307,7 @@ def test_output_under_a_file_is_one_line_before_any_work(cli, tmp_path, fake_run
     (tmp_path / "file").write_text("x")
     rc, _, err = cli("upsample", a, "-o", tmp_path / "file" / "sub", "-q")
     _one_line_error(rc, err, f"{tmp_path / 'file'} is a file, not a directory")
-    assert fake_runner.batches == []
+    assert fake_runner.submitted == []
 
 
 def test_cache_env_pointing_at_a_file_is_one_line(cli, tmp_path, dcgan_faces, monkeypatch):
@@ -327,4 +327,4 @@ def test_overwrite_never_replaces_an_input(cli, tmp_path, fake_runner):
     before = a_pulse.read_bytes()
     rc, _, err = cli("upsample", a, a_pulse, "-o", out, "--overwrite", "-q")
     _one_line_error(rc, err, f"output {a_pulse} would replace the input {a_pulse}")
-    assert a_pulse.read_bytes() == before and fake_runner.batches == []
+    assert a_pulse.read_bytes() == before and fake_runner.submitted == []
