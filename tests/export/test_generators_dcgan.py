@@ -31,12 +31,13 @@ def _vendor_script():
 
 
 @pytest.fixture(scope="session")
-def gfg_wheel(request) -> Path:
+def gfg_wheel(request, tmp_path_factory) -> Path:
     """The pinned original wheel gan-face-generate 1.1.1 (13 MB), fetched once with the vendor
     script's own `pip download` into pytest's cache (.pytest_cache/d/gan-face-generate) and checked
     against its pinned sha256. Skips only when the package index cannot be reached."""
     script = _vendor_script()
-    folder = Path(request.config.cache.mkdir("gan-face-generate"))
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    folder = Path(cache.mkdir("gan-face-generate")) if cache is not None else tmp_path_factory.mktemp("gan-face-generate")
     wheel = folder / script.WHEEL_NAME
     if not wheel.is_file():
         try:
