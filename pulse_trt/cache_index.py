@@ -30,17 +30,12 @@ from pathlib import Path
 
 from . import __version__
 from .engine.options import PulseOptions, graph_options
+from .weights import sha256_file
 
 INDEX_DIR = "index"
 _CODE_FILES = ("bicubic.py", "manifest.py", "options.py", "spec.py")
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _engine_dir() -> Path:
@@ -78,7 +73,7 @@ def weights_entry(path) -> dict:
     place with the same size and mtime still misses the index)."""
     p = Path(path).expanduser().resolve()
     st = p.stat()
-    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _file_sha256(p)}
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(p)}
 
 
 def request(generator: str, weight_files: dict, *, resolution: int, lr_size: int, precision: str,
