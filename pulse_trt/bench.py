@@ -175,6 +175,19 @@ def _targets(generator, lr_size: int, n: int, seed: int) -> np.ndarray:
     return np.clip(downscale(x, factor_for(spec.resolution, lr_size)), 0.0, 1.0).astype(np.float32)
 
 
+
+def _timed_search(runner, sched, targets, opts) -> tuple[float, float]:
+    """Search `targets` through the scheduler once: (seconds of the whole search, seconds inside
+    the step calls scaled to `opts.steps` steps per input)."""
+    from .engine.scheduler import Request  # noqa: PLC0415
+
+    t0, s0, n0 = time.perf_counter(), runner.step_seconds, runner.steps_run
+    for i, y in enumerate(targets):
+        sched.add(Request(target=y, index=i, options=opts))
+    sched.run_until_done()
+    steps = (runner.steps_run - n0) or 1
+    return time.perf_counter() - t0, (runner.step_seconds - s0) * opts.steps / steps
+
 def random_mobilestylegan(device: str, fit_samples: int = 100_000):
     """MobileStyleGAN 1024's architecture with seeded random weights (no download), for
     architecture benchmarks."""
@@ -313,7 +326,7 @@ def _run_bench_ort_only(work: Workload, backends, *, cache_root, progress) -> di
     """run_bench without torch: the "ort" backend on cached artefacts (see run_bench)."""
     from .engine.api import make_runner  # noqa: PLC0415
     from .engine.manifest import load_manifest  # noqa: PLC0415
-    from .engine.scheduler import Request, Scheduler  # noqa: PLC0415
+    from .engine.scheduler import Scheduler  # noqa: PLC0415
 
     options = PulseOptions(**{**work.options, "steps": work.steps, "seed": work.seed})
     warm_options = options if not work.warmup_steps else PulseOptions(**{**options.to_dict(), "steps": min(work.steps, work.warmup_steps)})
@@ -334,12 +347,7 @@ def _run_bench_ort_only(work: Workload, backends, *, cache_root, progress) -> di
                         sched = Scheduler(runner, slots=batch)
 
                         def run(opts=options, runner=runner, sched=sched, targets=targets):
-                            t0, s0, n0 = time.perf_counter(), runner.step_seconds, runner.steps_run
-                            for i, y in enumerate(targets):
-                                sched.add(Request(target=y, index=i, options=opts))
-                            sched.run_until_done()
-                            steps = (runner.steps_run - n0) or 1
-                            return time.perf_counter() - t0, (runner.step_seconds - s0) * opts.steps / steps
+                            return _timed_search(runner, sched, targets, opts)
                         run(warm_options)
                         runs = [run() for _ in range(work.repeats)]
                     finally:
@@ -394,7 +402,7 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
     from .export.reference import pulse_search  # noqa: PLC0415
     from .flops import count_flops  # noqa: PLC0415
     from .engine.api import make_runner  # noqa: PLC0415
-    from .engine.scheduler import Request, Scheduler  # noqa: PLC0415
+    from .engine.scheduler import Scheduler  # noqa: PLC0415
     from .torch_runner import TorchRunner  # noqa: PLC0415
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -444,12 +452,7 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                     sched = Scheduler(runner, slots=batch)
 
                     def run_engine(opts=options):
-                        t0, s0, n0 = time.perf_counter(), runner.step_seconds, runner.steps_run
-                        for i, y in enumerate(targets):
-                            sched.add(Request(target=y, index=i, options=opts))
-                        sched.run_until_done()
-                        steps = (runner.steps_run - n0) or 1
-                        return time.perf_counter() - t0, (runner.step_seconds - s0) * opts.steps / steps
+                        return _timed_search(runner, sched, targets, opts)
                     return run_engine, runner.deactivate
 
                 close = None
