@@ -409,7 +409,10 @@ def check_schema(raw: dict, path: Path) -> None:
 
 # The manifest fields that determine the graphs; "options" enters as its graph options only.
 KEY_FIELDS = ("format", "generator", "options", "runtime_options", "lr_size", "factor", "precision", "latent_rows",
-              "noise_roles", "state", "step", "render", "versions", "graph_code")
+              "noise_roles", "state", "step", "render", "versions", "graph_code", "transposed_conv")
+# Fields added after graph contract 2 shipped: keyed when present, so the keys of manifests
+# written before them (which imply "plain") still verify.
+_KEY_OPTIONAL = ("transposed_conv",)
 
 
 def artifact_key(manifest: dict) -> str:
@@ -419,7 +422,8 @@ def artifact_key(manifest: dict) -> str:
     exports (export.onnx_export.build_manifest); the loader recomputes it, so an edited manifest
     no longer matches its key. Runtime options, file hashes, verification and timings are not
     part of it."""
-    keyed = {k: manifest[k] for k in KEY_FIELDS if k not in ("options", "runtime_options")}
+    keyed = {k: manifest[k] for k in KEY_FIELDS
+             if k not in ("options", "runtime_options") and (k in manifest or k not in _KEY_OPTIONAL)}
     keyed["options"] = graph_options(PulseOptions.from_dict(manifest["options"]))
     keyed["runtime_options"] = list(manifest.get("runtime_options", RUNTIME_OPTIONS))
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()

@@ -64,11 +64,14 @@ def _raise_oom_or(e: BaseException, what: str):
     raise e
 
 
-def session_options(threads: int | None = None, profile: str | None = None):
+def session_options(threads: int | None = None, profile: str | None = None, tuning: dict | None = None):
     """SessionOptions for the PULSE graphs: `threads` intra-op threads (default: every core),
     one inter-op thread, sequential execution, every graph optimisation. ONNX Runtime's own log
     is off (fatal only): every failure reaches the caller as an exception, turned into one line
-    (PulseError, MemoryError), so its coloured log line would only say the same thing twice."""
+    (PulseError, MemoryError), so its coloured log line would only say the same thing twice.
+    `tuning` (benchmarks/ort_session_options.py): SessionOptions attributes by name
+    (e.g. {"enable_mem_pattern": False}) and session config entries by their dotted key
+    (e.g. {"session.set_denormal_as_zero": "1"})."""
     ort = _ort()
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads or os.cpu_count() or 1)
@@ -79,6 +82,13 @@ def session_options(threads: int | None = None, profile: str | None = None):
     if profile:
         so.enable_profiling = True
         so.profile_file_prefix = profile
+    for name, value in (tuning or {}).items():
+        if "." in name:
+            so.add_session_config_entry(name, str(value))
+        elif hasattr(so, name):
+            setattr(so, name, value)
+        else:
+            raise PulseError(f"unknown ONNX Runtime session option {name!r}")
     return so
 
 
@@ -110,10 +120,14 @@ class OrtRunner(Runner):
         threads:    intra-op threads (default: os.cpu_count()).
         cuda_graph: with device="cuda", capture and replay each step binding as a CUDA graph.
         device_id:  CUDA device.
+        profile:    file prefix: the step session writes ONNX Runtime's profile (the file is
+                    runner.profile_file after deactivate(); pulse_trt.ort_profile summarises it).
+        tuning:     extra session options (session_options), e.g. {"session.set_denormal_as_zero": "1"}.
     """
 
     def __init__(self, manifest: Manifest, device: str = "cpu", *, threads: int | None = None,
-                 cuda_graph: bool = True, device_id: int = 0, profile: str | None = None):
+                 cuda_graph: bool = True, device_id: int = 0, profile: str | None = None,
+                 tuning: dict | None = None):
         super().__init__(manifest)
         if device not in ("cpu", "cuda"):
             raise PulseError(f"OrtRunner device must be 'cpu' or 'cuda', got {device!r}")
@@ -125,6 +139,7 @@ class OrtRunner(Runner):
         self.device_id = int(device_id)
         self.memory = ("cpu", 0) if device == "cpu" else ("cuda", self.device_id)  # where bound buffers live
         self.profile = profile
+        self.tuning = dict(tuning or {})
         self._step_sess = self._render_sess = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -143,10 +158,10 @@ class OrtRunner(Runner):
     def _activate(self) -> None:
         ort = _ort()
         step_providers, render_providers = self._providers()
-        so = session_options(self.threads, self.profile)
+        so = session_options(self.threads, self.profile, self.tuning)
         try:
             self._step_sess = ort.InferenceSession(str(self.manifest.step_path), so, providers=step_providers)
-            self._render_sess = ort.InferenceSession(str(self.manifest.render_path), session_options(self.threads),
+            self._render_sess = ort.InferenceSession(str(self.manifest.render_path), session_options(self.threads, tuning=self.tuning),
                                                      providers=render_providers)
         except Exception as e:  # ORT raises its own exception types for corrupt files
             oom = ort_memory_error(e, "loading the graphs")

@@ -11,6 +11,9 @@ the composite ops that would otherwise reach the exporter as backward ops.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
 
@@ -55,6 +58,8 @@ def conv_input_grad_ref(grad_out: torch.Tensor, weight: torch.Tensor, input_size
         natural = (grad_out.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (k[i] - 1) + 1
         out_pad.append(int(input_size[2 + i]) - natural)
     return aten.convolution(grad_out, weight, None, stride, padding, dilation, True, out_pad, groups)
+    # (under transposed_conv_mode("subpixel") that transposed convolution is itself rewritten
+    # as conv_transpose_as_conv by the table below)
 
 
 def conv_weight_grad_ref(x: torch.Tensor, grad_out: torch.Tensor, weight_shape, stride, padding, dilation,
@@ -78,6 +83,109 @@ def conv_weight_grad_ref(x: torch.Tensor, grad_out: torch.Tensor, weight_shape, 
             dw = dw.narrow(2 + i, 0, k[i])
         parts.append(dw.transpose(0, 1))  # [Cout/g, Cin/g, *k]
     return torch.cat(parts, 0) if groups > 1 else parts[0]
+
+
+# How transposed convolutions reach the graph: "plain" (default) as ConvTranspose, "subpixel" as
+# one stride-1 Conv with s_h * s_w phases of output channels and an interleave
+# (conv_transpose_as_conv). Plain is the default by measurement: on ONNX Runtime's CPU (AMD EPYC,
+# 2 cores) the dcgan step took 58 ms at batch 16 with ConvTranspose and 94 ms sub-pixel (the
+# zero taps of the phase kernels cost 2.25x the multiply-adds at kernel 4, stride 2), and no
+# sub-pixel form (one joint Conv, one Conv per phase, a shared-window Conv) beat ConvTranspose
+# on most layers (benchmarks/subpixel_layers.py, RESULTS.md). A context variable, set for one
+# trace by transposed_conv_mode().
+TRANSPOSED_CONV_MODES = ("plain", "subpixel")
+_TRANSPOSED_CONV_MODE = contextvars.ContextVar("pulse_trt_transposed_conv", default="plain")
+
+
+@contextlib.contextmanager
+def transposed_conv_mode(mode: str):
+    """Trace with transposed convolutions emitted as `mode` (TRANSPOSED_CONV_MODES)."""
+    if mode not in TRANSPOSED_CONV_MODES:
+        raise ValueError(f"transposed_conv must be one of {', '.join(TRANSPOSED_CONV_MODES)}; got {mode!r}")
+    token = _TRANSPOSED_CONV_MODE.set(mode)
+    try:
+        yield
+    finally:
+        _TRANSPOSED_CONV_MODE.reset(token)
+
+
+def _phase_taps(k: int, s: int, p: int) -> tuple[list[int], int]:
+    """One axis of conv_transpose_as_conv. Output position i = s q + r (phase r) sums
+    x[j] W[t] over i = s j + t - p, i.e. j = q + (r + p - t) / s for the taps t = r + p (mod s).
+    Returns (index, a_min): index[r * L + m] = the tap t feeding phase r from x[q + a_min + m]
+    (k, meaning zero, where none does), L = a_max - a_min + 1 the correlation window."""
+    offsets = [(r + p - t) // s for r in range(s) for t in range(k) if (r + p - t) % s == 0]
+    a_min, a_max = min(offsets), max(offsets)
+    length = a_max - a_min + 1
+    index = []
+    for r in range(s):
+        for m in range(length):
+            t = r + p - s * (a_min + m)
+            index.append(t if 0 <= t < k else k)
+    return index, a_min
+
+
+def conv_transpose_as_conv(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, output_padding,
+                           groups: int) -> torch.Tensor:
+    """conv_transpose2d(x, W, bias, stride, padding, output_padding, groups) as the sub-pixel
+    convolution: one stride-1 Conv with s_h * s_w output channels per output channel (phase
+    (r_h, r_w) computes the outputs at (s_h q + r_h, s_w q' + r_w) from a window of x, its taps
+    picked from W's strided taps, zeros where a phase has fewer), then an interleave
+    (DepthToSpace when s_h == s_w). The same products summed in the same tap order per output;
+    inference runtimes run Conv on their fast blocked kernels where ConvTranspose goes through
+    im2col + GEMM + col2im.
+    x [N, Cin, H, W], weight [Cin, Cout/groups, kh, kw] (dilation 1) -> [N, Cout, Ho, Wo] with
+    Ho = (H - 1) s_h - 2 p_h + kh + op_h."""
+    n, cin, h, w = x.shape
+    _, cout_g, kh, kw = (int(v) for v in weight.shape)
+    (sh, sw), (ph, pw), (oph, opw) = _pair(stride), _pair(padding), _pair(output_padding)
+    g, cin_g = groups, cin // groups
+    ho, wo = (h - 1) * sh - 2 * ph + kh + oph, (w - 1) * sw - 2 * pw + kw + opw
+    qh, qw = -(-ho // sh), -(-wo // sw)  # phase rows / columns (ceil)
+    idx_h, amin_h = _phase_taps(kh, sh, ph)
+    idx_w, amin_w = _phase_taps(kw, sw, pw)
+    lh, lw = len(idx_h) // sh, len(idx_w) // sw
+    # Phase kernels [g * Cout_g * sh * sw, Cin_g, Lh, Lw], channel ((c * sh) + r_h) * sw + r_w
+    # (DepthToSpace's CRD order; contiguous per group): gathered from W with a zero tap appended.
+    wz = F.pad(weight.reshape(g, cin_g, cout_g, kh, kw), (0, 1, 0, 1))  # [g, Cin_g, Cout_g, kh+1, kw+1]
+    wz = aten.index_select(wz, 3, torch.tensor(idx_h, device=weight.device))
+    wz = aten.index_select(wz, 4, torch.tensor(idx_w, device=weight.device))  # [g, Cin_g, Cout_g, sh Lh, sw Lw]
+    wz = wz.reshape(g, cin_g, cout_g, sh, lh, sw, lw).permute(0, 2, 3, 5, 1, 4, 6)
+    w_sub = wz.reshape(g * cout_g * sh * sw, cin_g, lh, lw)
+    b_sub = None if bias is None else bias.repeat_interleave(sh * sw)
+    # Window of phase row q: x[q + a_min .. q + a_max]; pad (or crop) x to that, qh rows out.
+    pads = []
+    for size, q, amin, length in ((w, qw, amin_w, lw), (h, qh, amin_h, lh)):
+        before = -amin
+        after = q + length - 1 - size - before
+        pads += [before, after]
+    crop = [max(-v, 0) for v in pads]
+    if any(crop):
+        x = x[:, :, crop[2]:h - crop[3], crop[0]:w - crop[1]]
+    pad = [max(v, 0) for v in pads]
+    symmetric = pad[0] == pad[1] and pad[2] == pad[3]
+    if any(pad) and not symmetric:
+        x = F.pad(x, pad)
+    conv_pad = [pad[2], pad[0]] if symmetric else [0, 0]
+    y = aten.convolution(x, w_sub, b_sub, [1, 1], conv_pad, [1, 1], False, [0, 0], g)  # [N, Cout sh sw, qh, qw]
+    cout = g * cout_g
+    if sh == sw:
+        y = F.pixel_shuffle(y, sh) if sh > 1 else y
+    else:
+        y = y.reshape(n, cout, sh, sw, qh, qw).permute(0, 1, 4, 2, 5, 3).reshape(n, cout, qh * sh, qw * sw)
+    if qh * sh != ho or qw * sw != wo:
+        y = y[:, :, :ho, :wo]
+    return y
+
+
+def convolution_as_forward(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    """aten.convolution: under transposed_conv_mode("subpixel"), 2-d transposed convolutions
+    (dilation 1) as conv_transpose_as_conv; every other convolution (and every one in the
+    default "plain" mode) unchanged."""
+    if (not transposed or weight.ndim != 4 or _TRANSPOSED_CONV_MODE.get() != "subpixel"
+            or any(d != 1 for d in _pair(dilation))):
+        return NotImplemented
+    return conv_transpose_as_conv(x, weight, bias, stride, padding, output_padding, groups)
 
 
 def convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation, transposed,
@@ -178,6 +286,7 @@ def decomposition_table() -> dict:
                 table[overload] = core[overload]
     ours = {
         aten.convolution_backward.default: convolution_backward,
+        aten.convolution.default: convolution_as_forward,
         aten.upsample_nearest2d.vec: upsample_nearest2d_vec,
         aten.select_backward.default: select_backward,
         aten.split.Tensor: split_as_slices,
@@ -192,6 +301,7 @@ def decomposition_table() -> dict:
         aten.pow.Tensor_Scalar: pow_small_integer,
         aten.leaky_relu_backward.default: leaky_relu_backward,
         aten.threshold_backward.default: threshold_backward,
+        aten.pixel_unshuffle.default: pixel_unshuffle_as_conv,
     }
     table.update(ours)
     return table
@@ -230,6 +340,20 @@ def pow_small_integer(x, exponent):
     if exponent == 3:
         return aten.mul.Tensor(aten.mul.Tensor(x, x), x)
     return NotImplemented
+
+
+def pixel_unshuffle_as_conv(x, downscale_factor):
+    """pixel_unshuffle (the backward of pixel_shuffle, e.g. of MobileStyleGAN's inverse Haar
+    transforms) as a depthwise stride-r Conv with one-hot r x r kernels: output channel
+    c r^2 + i r + j of input channel c takes tap (i, j). Exported as is, pixel_unshuffle is a
+    Reshape + 6-d Transpose + Reshape, which ONNX Runtime's CPU runs slowly (41.8 ms for the
+    1024 px image's gradient of MobileStyleGAN, the step's largest node). Values unchanged:
+    each output is 1 * x plus zeros. x [N, C, H r, W r] -> [N, C r^2, H, W]."""
+    r = int(downscale_factor)
+    c = int(x.shape[1])
+    eye = torch.eye(r * r, dtype=x.dtype, device=x.device).reshape(r * r, 1, r, r)  # tap (i, j) of output i r + j
+    weight = eye.repeat(c, 1, 1, 1)  # [C r^2, 1, r, r]
+    return aten.convolution(x, weight, None, [r, r], [0, 0], [1, 1], False, [0, 0], c)
 
 
 def upsample_nearest2d_vec(x, output_size, scale_factors):

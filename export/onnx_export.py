@@ -34,7 +34,8 @@ from ..engine.errors import PulseError
 from ..engine.files import check_folder_path, remove_stale_temps, temp_prefix
 from ..engine.manifest import artifact_key, file_record, load_manifest
 from ..engine.options import RUNTIME_OPTIONS, PulseOptions
-from .decompositions import InstanceNormAsFormula, NearestUpsampleAsExpand, decomposition_table
+from .decompositions import (TRANSPOSED_CONV_MODES, InstanceNormAsFormula, NearestUpsampleAsExpand, decomposition_table,
+                             transposed_conv_mode)
 from .generators.base import Generator
 from .step import PRECISIONS, TensorInfo, make_render_fn, make_step_fn, step_layout
 
@@ -107,14 +108,21 @@ def _versions(precision: str = "fp32") -> dict:
             "opset": opset_for(precision)}
 
 
-def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, precision: str) -> dict:
+def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, precision: str,
+                   transposed_conv: str = "plain") -> dict:
     """manifest.json without the verification record (docs/artifacts.md), "key" included:
     sha256 of every field that determines the graphs plus the exporting code's hash.
 
     "options" records every option of the export (the runtime ones are a run's defaults);
     "runtime_options" names those a run may override (engine.options.RUNTIME_OPTIONS), which the
     key leaves out: artefacts that differ only in steps, seed, duplicates, learning_rate or
-    lr_schedule have one key (one cache entry)."""
+    lr_schedule have one key (one cache entry).
+
+    "transposed_conv" (part of the key): how the graphs hold transposed convolutions, "plain"
+    (ConvTranspose, the default) or "subpixel" (stride-1 Conv + DepthToSpace,
+    decompositions.conv_transpose_as_conv)."""
+    if transposed_conv not in TRANSPOSED_CONV_MODES:
+        raise PulseError(f"transposed_conv must be one of {', '.join(TRANSPOSED_CONV_MODES)}; got {transposed_conv!r}")
     if precision not in PRECISIONS:
         raise PulseError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if not isinstance(options, PulseOptions):
@@ -136,6 +144,7 @@ def build_manifest(generator: Generator, options: PulseOptions, lr_size: int, pr
         "render": {"file": RENDER_FILE, "inputs": [i.to_dict() for i in layout.render_inputs()],
                    "outputs": [o.to_dict() for o in layout.render_outputs()]},
         "versions": _versions(precision),
+        "transposed_conv": transposed_conv,
     }
     man["graph_code"] = _graph_code_hash(generator)
     man["key"] = artifact_key(man)  # engine.manifest recomputes it when loading
@@ -243,7 +252,7 @@ def _restore_unused_inputs(model, inputs: list[TensorInfo]) -> None:
 def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, out_dir, precision: str = "fp32",
                      verify: bool = True, check_trt: bool = True, batch_for_trace: int = 2,
                      allow_unsupported: bool = False, progress: bool = True,
-                     verify_tolerance: float | None = None) -> Path:
+                     verify_tolerance: float | None = None, transposed_conv: str = "plain") -> Path:
     """Write step.onnx, render.onnx and manifest.json (docs/artifacts.md) to out_dir.
 
     Steps: 1. manifest (layout, hashes, versions, key); 2. trace + export the step graph
@@ -253,6 +262,8 @@ def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, 
     the torch functions at batch 1 and 3; PulseError over tolerance), recorded in the manifest;
     5. everything is written to a temporary sibling directory and renamed to out_dir at the end,
     so a failure leaves no partial output. out_dir must not exist or be empty.
+    transposed_conv: "plain" (default: ConvTranspose nodes) or "subpixel" (transposed
+    convolutions as stride-1 Conv + DepthToSpace; decompositions.TRANSPOSED_CONV_MODES).
     Returns out_dir as a Path.
     """
     out_dir = Path(out_dir)
@@ -267,7 +278,7 @@ def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, 
     try:
         with _EXPORT_LOCK:
             _export_into(generator, options, lr_size, tmp, precision, verify, check_trt, batch_for_trace,
-                         allow_unsupported, progress, verify_tolerance)
+                         allow_unsupported, progress, verify_tolerance, transposed_conv)
         if out_dir.exists():
             out_dir.rmdir()
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
@@ -279,9 +290,9 @@ def export_artifacts(generator: Generator, options: PulseOptions, lr_size: int, 
 
 
 def _export_into(generator, options, lr_size, tmp: Path, precision, verify, check_trt, batch, allow_unsupported,
-                 progress, verify_tolerance=None) -> dict:
+                 progress, verify_tolerance=None, transposed_conv="plain") -> dict:
     t0 = time.perf_counter()
-    manifest = build_manifest(generator, options, lr_size, precision)
+    manifest = build_manifest(generator, options, lr_size, precision, transposed_conv)
     layout = step_layout(generator.spec, options, lr_size)
     step_fn = make_step_fn(generator, options, lr_size, precision)
     render_fn = make_render_fn(generator, options, lr_size, precision)
@@ -291,7 +302,8 @@ def _export_into(generator, options, lr_size, tmp: Path, precision, verify, chec
             ("render", render_fn, layout.render_inputs(), layout.render_outputs(), RENDER_FILE)):
         _stage(progress, f"tracing and exporting the {name} graph ({generator.spec.name}, {precision}, lr {lr_size})")
         t = time.perf_counter()
-        export_graph(fn, ins, outs, tmp / file, batch=batch, opset=opset_for(precision))
+        with transposed_conv_mode(transposed_conv):
+            export_graph(fn, ins, outs, tmp / file, batch=batch, opset=opset_for(precision))
         timings[f"export_{name}_s"] = round(time.perf_counter() - t, 2)
     problems = []
     if check_trt:
@@ -393,7 +405,7 @@ def export_cached(generator: Generator, options: PulseOptions, lr_size: int, cac
        swapped files, other key) is moved aside (move_aside, a note through `log`); then
        exported.
     kwargs go to export_artifacts. Returns the entry's Path."""
-    key = build_manifest(generator, options, lr_size, precision)["key"]
+    key = build_manifest(generator, options, lr_size, precision, kwargs.get("transposed_conv", "plain"))["key"]
     root = Path(cache_root)
     target = root / key
     check_folder_path(root, "artefact cache")

@@ -65,6 +65,8 @@ class Workload:
     warmup_steps: int | None = None  # None: the warm-up runs all `steps`
     seed: int = 0
     options: dict = field(default_factory=dict)
+    transposed_conv: str = "plain"  # how the exported graphs hold transposed convs (export.decompositions)
+    profile: bool = False  # ORT backends: profile a short extra search, per-op summary in the row (ort_profile)
 
 
 class PeakMemory:
@@ -188,6 +190,37 @@ def _timed_search(runner, sched, targets, opts) -> tuple[float, float]:
     steps = (runner.steps_run - n0) or 1
     return time.perf_counter() - t0, (runner.step_seconds - s0) * opts.steps / steps
 
+PROFILE_STEPS = 10  # steps of the profiled search (--profile): enough runs for stable shares
+
+
+def _profile_ort(art, backend: str, targets, options: PulseOptions) -> dict:
+    """ORT's per-node profile of a PROFILE_STEPS search of `targets` (a separate, untimed run:
+    profiling slows the step), summarised by ort_profile.summarize; the raw trace is deleted."""
+    import tempfile  # noqa: PLC0415
+
+    from .engine.api import make_runner  # noqa: PLC0415
+    from .engine.manifest import load_manifest  # noqa: PLC0415
+    from .engine.scheduler import Scheduler  # noqa: PLC0415
+    from .ort_profile import summarize  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="pulse-trt-profile-") as tmp:
+        runner = make_runner(load_manifest(art), backend, profile=str(Path(tmp) / "step"))
+        runner.activate()
+        try:
+            _timed_search(runner, Scheduler(runner, slots=len(targets)), targets,
+                          replace(options, steps=min(options.steps, PROFILE_STEPS)))
+        finally:
+            runner.deactivate()
+        return summarize(runner.profile_file)
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def random_mobilestylegan(device: str, fit_samples: int = 100_000):
     """MobileStyleGAN 1024's architecture with seeded random weights (no download), for
     architecture benchmarks."""
@@ -299,6 +332,8 @@ def _artifacts_without_torch(work: Workload, options: PulseOptions, precision: s
     a PulseError (one line) when they are not cached yet or the workload needs torch."""
     from .api import Pulse  # noqa: PLC0415
 
+    if work.transposed_conv != "plain":
+        raise PulseError("--transposed-conv subpixel exports new graphs, which needs torch: pip install 'pulse-trt[export]'")
     if work.weights == "random" or work.max_channels:
         raise PulseError("--random-weights and --max-channels build the generator with torch, which is not installed: "
                          "pip install 'pulse-trt[export]'")
@@ -354,6 +389,10 @@ def _run_bench_ort_only(work: Workload, backends, *, cache_root, progress) -> di
                         runner.deactivate()
                 total = statistics.median(r[0] for r in runs)
                 ms = 1000.0 * statistics.median(r[1] for r in runs) / work.steps
+                profile = None
+                if work.profile:
+                    progress(f"[bench] {backend} {precision} batch {batch}: profiling {PROFILE_STEPS} steps")
+                    profile = _profile_ort(art, backend, targets, options)
                 try:
                     from .flops import count_flops  # noqa: PLC0415
 
@@ -365,7 +404,9 @@ def _run_bench_ort_only(work: Workload, backends, *, cache_root, progress) -> di
                        "images_per_s": round(batch / total, 4), "peak_rss_mib": round(mem.peak_rss / 2**20, 1),
                        "peak_gpu_mib": None, "flops_per_step": flops,
                        "flop_floor_fraction": round(flops / (ms / 1000.0) / peak, 4) if flops and ms > 0 else None,
-                       "speedup_vs_torch": None}
+                       "speedup_vs_torch": None, "load_average": _load_average()}
+                if profile is not None:
+                    row["profile"] = profile
                 rows.append(row)
                 progress(f"[bench] {backend} {precision} batch {batch}: {ms:.2f} ms/step, {row['images_per_s']:.2f} img/s")
     return {
@@ -419,7 +460,8 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
     rows, skipped, peaks = [], [], {}
     for precision in work.precisions:
         progress(f"[bench] exporting {work.generator} lr {work.lr_size} {precision} (cached)")
-        art = export_cached(generator.cpu(), options, work.lr_size, cache_root, precision=precision, progress=False)
+        art = export_cached(generator.cpu(), options, work.lr_size, cache_root, precision=precision, progress=False,
+                            transposed_conv=work.transposed_conv)
         generator.to(device)
         peak = peaks[precision] = peak_flops(device, precision)
         for backend in backends:
@@ -475,6 +517,10 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                         close()
                     if device == "cuda":
                         torch.cuda.empty_cache()
+                profile = None
+                if work.profile and backend in ("ort", "ort-cuda"):
+                    progress(f"[bench] {backend} {precision} batch {batch}: profiling {PROFILE_STEPS} steps")
+                    profile = _profile_ort(art, backend, targets, options)
                 total = statistics.median(r[0] for r in runs)
                 in_steps = statistics.median(r[1] for r in runs)
                 ms = 1000.0 * in_steps / work.steps
@@ -487,7 +533,10 @@ def run_bench(work: Workload, backends=("torch", "ort"), *, cache_root=None, dev
                     "peak_gpu_mib": round(mem.peak_gpu / 2**20, 1) if device == "cuda" else None,
                     "flops_per_step": flops,
                     "flop_floor_fraction": round(flops / (ms / 1000.0) / peak, 4) if ms > 0 else None,
+                    "load_average": _load_average(),
                 }
+                if profile is not None:
+                    row["profile"] = profile
                 rows.append(row)
                 progress(f"[bench] {backend} {precision} batch {batch}: {ms:.2f} ms/step, {row['images_per_s']:.2f} img/s")
     for r in rows:
@@ -582,7 +631,8 @@ def run_stream(work: Workload, stream: Stream, backends=("ort",), *, cache_root=
     rows, skipped = [], []
     for precision in work.precisions:
         progress(f"[bench] exporting {work.generator} lr {work.lr_size} {precision} (cached)")
-        art = export_cached(generator.cpu(), options, work.lr_size, cache_root, precision=precision, progress=False)
+        art = export_cached(generator.cpu(), options, work.lr_size, cache_root, precision=precision, progress=False,
+                            transposed_conv=work.transposed_conv)
         for backend in backends:
             why = _available(backend, device) or (None if backend in ENGINE_BACKENDS else
                                                    "stream mode runs the engine's scheduler (ort, ort-cuda, tensorrt)")
@@ -672,8 +722,21 @@ def to_markdown(result: dict, command: str | None = None) -> str:
     if result.get("peak_flops"):
         peaks = ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in result["peak_flops"].items())
         lines += ["", f"FLOP floor = step FLOPs (from step.onnx) / time per step / matmul peak ({peaks})."]
+    if w.get("transposed_conv", "plain") != "plain":
+        lines += ["", "Graphs exported with transposed convolutions in sub-pixel form (--transposed-conv subpixel)."]
+    loads = [r["load_average"][0] for r in result["rows"] if r.get("load_average")]
+    if loads:
+        lines += ["", f"Load average (1 min) after each row: {min(loads):.2f} - {max(loads):.2f} "
+                      f"on {result['machine'].get('cores', '?')} cores."]
     if command:
         lines += ["", f"Command: `{command}`"]
+    profiled = [r for r in result["rows"] if r.get("profile")]
+    if profiled:
+        from .ort_profile import to_markdown as profile_markdown  # noqa: PLC0415
+
+        lines += ["", f"## ONNX Runtime profile of the step ({PROFILE_STEPS}-step searches, profiling on)", ""]
+        for r in profiled:
+            lines.append(profile_markdown(r["profile"], f"{r['backend']} {r['precision']} batch {r['batch']}"))
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,12 @@ def add_parser(sub) -> None:
                    help="artefact cache (default: $PULSE_TRT_CACHE, else ~/.cache/pulse-trt/artifacts)")
     p.add_argument("-o", "--output", "--out", dest="out", required=True, metavar="OUTDIR",
                    help="folder for bench.json / bench.md / bench.png (created if missing)")
+    p.add_argument("--profile", action="store_true",
+                   help="ONNX Runtime backends: after the timed searches, profile a 10-step search and add the step's "
+                        "per-op summary (share of kernel time by op type, top nodes) to bench.json / bench.md")
+    p.add_argument("--transposed-conv", choices=("plain", "subpixel"), default="plain",
+                   help="how the exported graphs hold transposed convolutions: plain (default: ConvTranspose) or "
+                        "subpixel (stride-1 Conv + DepthToSpace); a separate cache entry each")
     s = p.add_argument_group("stream mode")
     s.add_argument("--stream", type=int, default=None, metavar="N",
                    help="stream N inputs (the generator's own faces) through the engine's slots at once")
@@ -72,6 +78,7 @@ def load_warning() -> str | None:
 
 
 def run(args) -> int:
+    from ..api import _quiet_torch_onnx_logs  # noqa: PLC0415
     from ..bench import Stream, Workload, run_bench, run_stream, write_results  # noqa: PLC0415
     from ..engine.errors import PulseError  # noqa: PLC0415
 
@@ -84,7 +91,8 @@ def run(args) -> int:
     work = Workload(generator=args.generator, lr_size=lr, steps=args.steps, batches=tuple(args.batch),
                     precisions=tuple(args.precision), weights=weights, mapping=args.mapping,
                     resolution=args.resolution, repeats=args.repeats,
-                    max_channels=args.max_channels, warmup_steps=args.warmup_steps)
+                    max_channels=args.max_channels, warmup_steps=args.warmup_steps,
+                    transposed_conv=args.transposed_conv, profile=args.profile)
     if args.random_weights:
         work.weights = "random"
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
@@ -100,9 +108,11 @@ def run(args) -> int:
             backends = ("ort",)
         stream = Stream(inputs=args.stream, slots=args.slots, sync_every=args.sync_every, early_stop=args.early_stop,
                         restarts=args.restarts, duplicates=args.duplicates)
-        result = run_stream(work, stream, backends, cache_root=args.cache_dir, device=args.device, progress=say)
+        with _quiet_torch_onnx_logs():  # torch.onnx's "torchvision is not installed" lines while exporting
+            result = run_stream(work, stream, backends, cache_root=args.cache_dir, device=args.device, progress=say)
     else:
-        result = run_bench(work, backends, cache_root=args.cache_dir, device=args.device, progress=say)
+        with _quiet_torch_onnx_logs():
+            result = run_bench(work, backends, cache_root=args.cache_dir, device=args.device, progress=say)
     command = "pulse-trt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
     for p in write_results(result, args.out, command=command):
         print(p)

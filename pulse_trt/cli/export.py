@@ -33,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=1024, help="stylegan1 output side (default: 1024)")
     p.add_argument("--lr-size", type=int, required=True, help="side of the low-resolution inputs (divides the resolution)")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="generator precision inside the graphs")
+    p.add_argument("--transposed-conv", choices=("plain", "subpixel"), default="plain",
+                   help="transposed convolutions (dcgan's layers, strided convs' gradients) as plain ConvTranspose nodes "
+                        "(default; fastest on ONNX Runtime's CPU as measured) or subpixel: stride-1 Conv + DepthToSpace")
     p.add_argument("--no-verify", action="store_true", help="skip onnx.checker and the ONNX Runtime comparison")
     p.add_argument("--verify-tolerance", type=float, default=None,
                    help="worst relative error accepted by the verification (default: 1e-4 fp32, 5e-2 fp16, 1e-1 bf16)")
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     with _quiet_torch_onnx_logs():  # torch.onnx's "torchvision is not installed" lines, as upsample
         out = export_artifacts(generator, options, args.lr_size, args.output, precision=args.precision,
                                verify=not args.no_verify, allow_unsupported=args.allow_unsupported_ops,
-                               verify_tolerance=args.verify_tolerance)
+                               verify_tolerance=args.verify_tolerance, transposed_conv=args.transposed_conv)
     print(f"wrote {out}")
     if args.trt_engine:
         from ..export.trt_build import build_engines  # noqa: PLC0415

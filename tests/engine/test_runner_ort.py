@@ -298,3 +298,16 @@ def test_ort_cuda_refuses_a_silent_cpu_fallback():
     with pytest.raises(PulseError, match="could not start its CUDA provider") as e:
         check_cuda_provider(Sess(["CUDAExecutionProvider", "CPUExecutionProvider"]), Sess(["CPUExecutionProvider"]))
     assert "\n" not in str(e.value)
+
+
+def test_session_options_tuning_sets_attributes_and_config_entries():
+    """tuning: SessionOptions attributes by name, config entries by dotted key; unknown names
+    are a one-line PulseError (benchmarks/ort_session_options.py measures these)."""
+    from pulse_trt.engine.errors import PulseError
+    from pulse_trt.engine.runner_ort import session_options
+
+    so = session_options(1, tuning={"enable_mem_pattern": False, "session.set_denormal_as_zero": "1"})
+    assert so.enable_mem_pattern is False and so.intra_op_num_threads == 1
+    assert so.get_session_config_entry("session.set_denormal_as_zero") == "1"
+    with pytest.raises(PulseError, match="unknown ONNX Runtime session option 'no_such_option'"):
+        session_options(tuning={"no_such_option": 1})

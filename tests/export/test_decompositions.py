@@ -110,7 +110,9 @@ def test_traced_gradient_has_no_backward_ops():
         gm = make_fx(torch.func.grad(f), decomposition_table=dec.decomposition_table(), tracing_mode="symbolic",
                      _allow_non_fake_inputs=True)(torch.randn(2, 3, 8, 8))
     ops = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
-    assert not [o for o in ops if "backward" in o or "index" in o or "scatter" in o], ops
+    # index_select: the sub-pixel kernels gathered from the constant weight (folded at load)
+    assert not [o for o in ops if "backward" in o or ("index" in o and o != "aten.index_select.default")
+                or "scatter" in o], ops
     x = torch.randn(3, 3, 8, 8, requires_grad=True)
     (ref,) = torch.autograd.grad(f(x), x)
     torch.testing.assert_close(gm(x.detach()), ref, rtol=1e-5, atol=1e-5)
@@ -128,10 +130,82 @@ def test_stride1_input_grad_is_a_plain_conv():
         return [n.args[6] for n in gm.graph.nodes if n.target == torch.ops.aten.convolution.default]
 
     assert traced(1, 1) == [False, False]  # forward conv, input-gradient conv
-    assert sorted(traced(2, 1)) == [False, True]
     assert traced(1, 3) == [False, False]
     assert traced(1, 6) == [False, False]  # depthwise with channel multiplier 2
+    # strided: the input gradient is a transposed conv (the default "plain" mode) ...
+    assert sorted(traced(2, 1)) == [False, True]
     assert sorted(traced(2, 3)) == [False, True]
+    with dec.transposed_conv_mode("subpixel"):  # ... or a stride-1 conv + DepthToSpace
+        assert traced(2, 1) == [False, False]
+        assert traced(2, 3) == [False, False]
+
+
+SUBPIXEL_CASES = [  # (cin, cout, k, stride, padding, output_padding, groups, h, w)
+    (4, 6, 4, 2, 1, 0, 1, 5, 7),  # dcgan's upsampling layers
+    (5, 8, 4, 1, 0, 0, 1, 1, 1),  # dcgan's first layer: 1x1 -> 4x4, stride 1
+    (4, 6, 3, 2, 1, 1, 2, 6, 6), (6, 6, 3, 3, 0, 2, 3, 4, 5), (3, 3, 5, 3, 2, 1, 3, 4, 4),
+    (3, 4, 1, 2, 0, 1, 1, 3, 3),  # 1x1 kernel at stride 2: phases with no tap at all
+    (2, 2, 2, 2, 0, 0, 1, 3, 4), (2, 3, 3, 1, 2, 0, 1, 5, 5),  # padding > k - 1: the input is cropped
+    (3, 3, (128, 1), (32, 1), 0, 0, 3, 3, 2),  # the bicubic downscale's gradient (1024 -> 32, rows)
+    (3, 3, (1, 12), (1, 3), 0, (0, 2), 3, 2, 5),  # columns, anisotropic stride and output padding
+]
+
+
+@pytest.mark.parametrize("cin,cout,k,stride,padding,output_padding,groups,h,w", SUBPIXEL_CASES)
+def test_conv_transpose_as_conv_matches_conv_transpose(cin, cout, k, stride, padding, output_padding, groups, h, w):
+    g = torch.Generator().manual_seed(cin * 13 + h * 7 + w)
+    kk = k if isinstance(k, tuple) else (k, k)
+    x = torch.randn(2, cin, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(cin, cout // groups, *kk, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(cout, generator=g, dtype=torch.float64)
+    ref = F.conv_transpose2d(x, wt, b, stride, padding, output_padding, groups)
+    out = dec.conv_transpose_as_conv(x, wt, b, stride, padding, output_padding, groups)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref)
+    # and its gradients (the rewrite is differentiated when a modulated weight depends on w)
+    gy = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    for a, r in zip(torch.autograd.grad(out, (x, wt), gy), torch.autograd.grad(ref, (x, wt), gy)):
+        torch.testing.assert_close(a, r)
+
+
+def test_traced_transposed_conv_gradient_is_subpixel_and_matches_autograd():
+    """A dcgan-like layer stack traced as make_fx(grad_and_value): forward transposed convs and
+    the strided conv's input gradient both become stride-1 convs (+ DepthToSpace); the traced
+    gradient and value equal autograd's."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    g = torch.Generator().manual_seed(3)
+    w1, w2 = torch.randn(6, 4, 4, 4, generator=g), torch.randn(4, 3, 4, 4, generator=g)
+    taps = torch.randn(3, 1, 8, 1, generator=g)
+
+    def f(z):
+        y = F.relu(F.conv_transpose2d(z, w1, None, 1, 0))  # [B, 4, 4, 4]
+        y = torch.tanh(F.conv_transpose2d(y, w2, None, 2, 1))  # [B, 3, 8, 8]
+        return F.conv2d(y, taps, stride=(4, 1), groups=3).square().sum()  # strided: its gradient is transposed
+
+    def ops(mode):
+        with dec.transposed_conv_mode(mode):
+            gm = make_fx(torch.func.grad_and_value(f), decomposition_table=dec.decomposition_table(),
+                         tracing_mode="symbolic", _allow_non_fake_inputs=True)(torch.randn(2, 6, 1, 1))
+        convs = [n.args[6] for n in gm.graph.nodes if n.target == torch.ops.aten.convolution.default]
+        return gm, convs
+
+    gm, convs = ops("subpixel")
+    assert True not in convs and len(convs) >= 5
+    z = torch.randn(3, 6, 1, 1, dtype=torch.float32, requires_grad=True)
+    value = f(z)
+    (ref,) = torch.autograd.grad(value, z)
+    grad, val = gm(z.detach())
+    torch.testing.assert_close(grad, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(val, value.detach(), rtol=1e-5, atol=1e-5)
+    _, plain = ops("plain")
+    assert plain.count(True) == 3  # two forward layers + the strided conv's input gradient
+
+
+def test_transposed_conv_mode_rejects_unknown():
+    with pytest.raises(ValueError, match="plain, subpixel"):
+        with dec.transposed_conv_mode("fast"):
+            pass
 
 
 @pytest.mark.parametrize("slope", [0.2, 0.01, 0.7])
@@ -184,3 +258,24 @@ def test_instance_norm_as_formula_matches_instance_norm():
     with InstanceNormAsFormula():
         affine = torch.nn.functional.instance_norm(x, weight=weight, eps=1e-5)
     torch.testing.assert_close(affine, 2.0 * fused)
+
+
+@pytest.mark.parametrize("r", [2, 4])
+def test_pixel_unshuffle_as_conv_is_exact(r):
+    """pixel_shuffle's backward (pixel_unshuffle) as a one-hot depthwise stride-r conv: bit-exact,
+    and traced gradients of pixel_shuffle hold no pixel_unshuffle (a 6-d Transpose in ONNX)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x = torch.randn(2, 5, 4 * r, 3 * r)
+    assert torch.equal(dec.pixel_unshuffle_as_conv(x, r), F.pixel_unshuffle(x, r))
+    scale = torch.arange(6.0 * r).view(1, 1, 1, -1)
+
+    def f(z):
+        return (F.pixel_shuffle(z, r).square() * scale).sum()
+
+    gm = make_fx(torch.func.grad(f), decomposition_table=dec.decomposition_table(), tracing_mode="symbolic",
+                 _allow_non_fake_inputs=True)(torch.randn(2, 3 * r * r, 4, 6))
+    assert "aten.pixel_unshuffle.default" not in {str(n.target) for n in gm.graph.nodes}
+    z = torch.randn(3, 3 * r * r, 4, 6, requires_grad=True)
+    (ref,) = torch.autograd.grad(f(z), z)
+    assert torch.equal(gm(z.detach()), ref)

@@ -263,3 +263,52 @@ def test_move_aside_replaces_an_older_damaged_entry_and_says_so(tmp_path):
     assert not entry.exists() and (older / "step.onnx").read_bytes() == b"new"
     assert notes == [f"the cached artefacts in {entry} were unusable ('k/step.onnx' is damaged); moved them to "
                      "k.damaged and exporting them again"]
+
+
+def test_transposed_conv_modes_same_values_different_nodes(dcgan, tmp_path):
+    """dcgan's five transposed convolutions (and the strided bicubic conv's input gradient):
+    "subpixel" graphs hold no ConvTranspose (stride-1 Conv + DepthToSpace), "plain" ones do;
+    both pass the export's verification against torch, their step outputs agree with each
+    other, and the two are separate cache entries."""
+    outs = {}
+    for mode in ("subpixel", "plain"):
+        outs[mode] = export_artifacts(dcgan, PulseOptions(), 8, tmp_path / mode, progress=False, transposed_conv=mode)
+    ops = {m: {n.op_type for n in onnx.load(str(o / "step.onnx")).graph.node} for m, o in outs.items()}
+    render_ops = {m: {n.op_type for n in onnx.load(str(o / "render.onnx")).graph.node} for m, o in outs.items()}
+    assert "ConvTranspose" not in ops["subpixel"] | render_ops["subpixel"] and "DepthToSpace" in ops["subpixel"]
+    assert "ConvTranspose" in ops["plain"] and "ConvTranspose" in render_ops["plain"]
+    mans = {m: json.loads((o / "manifest.json").read_text()) for m, o in outs.items()}
+    assert mans["subpixel"]["transposed_conv"] == "subpixel" and mans["plain"]["transposed_conv"] == "plain"
+    assert mans["subpixel"]["key"] != mans["plain"]["key"]
+    for m in mans.values():
+        assert max(m["verification"]["step"]["worst"].values()) < 1e-4
+    fn = make_step_fn(dcgan, PulseOptions(), 8)
+    feeds = random_inputs(fn.layout.step_inputs(), 4, seed=5)
+    got = {m: ort.InferenceSession(str(o / "step.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+           for m, o in outs.items()}
+    assert max(relative_error(a, b) for a, b in zip(got["subpixel"], got["plain"])) < 1e-5
+    # the FLOP count skips the phase kernels' zero taps: both forms count about the same work
+    # (the stride-1 first layer's Conv also counts products with its padding, as every Conv does)
+    from pulse_trt.flops import count_flops  # noqa: PLC0415
+
+    flops = {m: count_flops(o / "step.onnx", 4)["total"] for m, o in outs.items()}
+    assert abs(flops["subpixel"] / flops["plain"] - 1) < 0.1, flops
+    # every conv counted, the backward half included (ONNX shape inference alone loses its
+    # shapes; count_flops then reads them from ONNX Runtime runs): backward ~ forward
+    plain = count_flops(outs["plain"] / "step.onnx", 4)
+    assert plain["uncounted"] == [] and plain["by_op"]["Conv"] >= 0.9 * plain["by_op"]["ConvTranspose"]
+    with pytest.raises(PulseError, match="transposed_conv"):
+        build_manifest(dcgan, PulseOptions(), 8, "fp32", transposed_conv="fast")
+
+
+def test_manifest_from_before_transposed_conv_keeps_its_key(dcgan):
+    """Manifests written before the "transposed_conv" field (ConvTranspose graphs) still verify:
+    the key covers the field only where it is present."""
+    from pulse_trt.engine.manifest import artifact_key  # noqa: PLC0415
+
+    man = build_manifest(dcgan, PulseOptions(), 8, "fp32", transposed_conv="plain")
+    old = {k: v for k, v in man.items() if k not in ("transposed_conv", "key")}
+    assert artifact_key(old) != man["key"]  # the field is part of the key when present ...
+    assert artifact_key(dict(old, transposed_conv="plain")) == man["key"]
+    legacy_key = artifact_key(old)  # ... and an old manifest's key is computed without it
+    assert artifact_key(dict(old, key=legacy_key)) == legacy_key

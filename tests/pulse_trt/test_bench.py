@@ -12,7 +12,7 @@ from pulse_trt.engine.errors import PulseError  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_result(tmp_path_factory):
-    work = Workload(generator="dcgan", lr_size=8, steps=3, batches=(1, 2), repeats=1)
+    work = Workload(generator="dcgan", lr_size=8, steps=3, batches=(1, 2), repeats=1, profile=True)
     return run_bench(work, ("torch", "ort", "ort-cuda"), cache_root=tmp_path_factory.mktemp("cache"),
                      device="cpu", progress=lambda m: None)
 
@@ -129,3 +129,22 @@ def test_cli_help_describes_every_flag_and_warns_when_busy(monkeypatch, capsys):
     assert "busy (load average 9.5 on 2 cores)" in bench_cli.load_warning()
     monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     assert bench_cli.load_warning() is None
+
+
+def test_profile_summarises_the_step_graph_per_ort_row(tiny_result, tmp_path):
+    """--profile: each ONNX Runtime row carries ORT's per-op summary of a short profiled search
+    (shares of kernel time summing to 1; dcgan's step holds ConvTranspose forward and Conv
+    backward); the torch rows do not; bench.md shows the tables."""
+    for r in tiny_result["rows"]:
+        if r["backend"] == "torch":
+            assert "profile" not in r
+            continue
+        prof = r["profile"]
+        assert prof["runs"] >= 3 and prof["kernel_ms_per_run"] > 0
+        ops = {o["op"] for o in prof["by_op"]}
+        assert {"Conv", "ConvTranspose"} <= ops
+        assert abs(sum(o["share"] for o in prof["by_op"]) - 1.0) < 1e-2
+        assert prof["top_nodes"] and prof["top_nodes"][0]["share"] >= prof["top_nodes"][-1]["share"]
+    write_results(tiny_result, tmp_path)
+    md = (tmp_path / "bench.md").read_text()
+    assert "ONNX Runtime profile of the step" in md and "| op type | ms/step | share | nodes |" in md
