@@ -28,7 +28,8 @@ from .manifest import Manifest, load_manifest
 from .options import PulseOptions
 from .result import ImageResult
 from .runner import Runner
-from .scheduler import DEFAULT_SYNC_EVERY, Observation, Request, Scheduler, check_targets
+from .scheduler import (DEFAULT_SYNC_EVERY, INTERMEDIATE_ITERATES, Observation, Request, Scheduler, Snapshot,
+                        check_render_request, check_targets)
 
 BACKENDS = ("ort", "ort-cuda", "tensorrt")
 DEFAULT_SLOTS = 8
@@ -75,6 +76,27 @@ def image_to_chw01(image, lr_size: int, index: int = 0) -> np.ndarray:
     if a.shape[:2] != (lr_size, lr_size):
         raise PulseError(f"{what} is {a.shape[1]}x{a.shape[0]}; these artefacts take {lr_size}x{lr_size} inputs")
     return a.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+
+
+def intermediate_request(on_intermediate, every=None, iterate=None) -> dict:
+    """The Request fields (render_every, render_iterate, on_render) of the API's intermediate-image
+    arguments: on_intermediate(Snapshot) receives the image of every start at every `every`-th
+    step (default 1: every step, as PULSE's save_intermediate), the "current" iterate (default)
+    or the "best" so far. {} without a callback; PulseError (one line) for a bad value or for
+    `every` / `iterate` without a callback."""
+    if on_intermediate is None:
+        if every is not None or iterate is not None:
+            raise PulseError("intermediate_every and intermediate_iterate need on_intermediate (the callback that "
+                             "receives the intermediate images)")
+        return {}
+    every = 1 if every is None else every
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise PulseError(f"intermediate_every must be an integer >= 1 (1: every step), got {every!r}")
+    iterate = "current" if iterate is None else iterate
+    if iterate not in INTERMEDIATE_ITERATES:
+        raise PulseError(f"intermediate_iterate must be one of {', '.join(INTERMEDIATE_ITERATES)}, got {iterate!r}")
+    check_render_request(every, iterate, on_intermediate)
+    return {"render_every": every, "render_iterate": iterate, "on_render": on_intermediate}
 
 
 def wait_all(futures: list[Future]) -> list[ImageResult]:
@@ -203,7 +225,9 @@ class PulseEngine:
     # -- requests ---------------------------------------------------------------------------------
     def submit(self, image, *, options: PulseOptions | None = None, index: int = 0,
                progress: Callable[[int, int], None] | None = None,
-               observe: Callable[[Observation], None] | None = None) -> Future:
+               observe: Callable[[Observation], None] | None = None, keep_restarts: bool = False,
+               on_intermediate: Callable[[Snapshot], None] | None = None, intermediate_every: int | None = None,
+               intermediate_iterate: str | None = None) -> Future:
         """Queue one face (uint8 [lr, lr, 3] array or PIL image); returns a Future of its
         ImageResult. Raises PulseError at once for a bad image or options (nothing is queued).
 
@@ -218,19 +242,32 @@ class PulseEngine:
                   progress plus the L2 of each step run since the last one, the smallest L2 so
                   far and render() of the best iterate so far (valid during the call only). A
                   callback that raises fails its own request.
+        keep_restarts: the result's `restarts` holds every start's own ImageResult (PULSE writes
+                  one output per duplicate); the chosen result is the same with or without it.
+        on_intermediate: on_intermediate(engine.scheduler.Snapshot) in the worker thread: the
+                  image of every start at every `intermediate_every`-th step (default 1, every
+                  step: PULSE's save_intermediate), of the "current" iterate (default) or the
+                  "best" so far (`intermediate_iterate`), in step order, all before the result.
+                  Results do not depend on it. A callback that raises fails its own request.
         future.cancel() takes the request out of the queue or its slot at the next sync; it
         then has no result and no record.
         """
         return self.submit_target(image_to_chw01(image, self.lr_size, index), options=options, index=index,
-                                  progress=progress, observe=observe)
+                                  progress=progress, observe=observe, keep_restarts=keep_restarts,
+                                  on_intermediate=on_intermediate, intermediate_every=intermediate_every,
+                                  intermediate_iterate=intermediate_iterate)
 
     def submit_target(self, target, *, options: PulseOptions | None = None, index: int = 0,
                       progress: Callable[[int, int], None] | None = None,
-                      observe: Callable[[Observation], None] | None = None) -> Future:
+                      observe: Callable[[Observation], None] | None = None, keep_restarts: bool = False,
+                      on_intermediate: Callable[[Snapshot], None] | None = None, intermediate_every: int | None = None,
+                      intermediate_iterate: str | None = None) -> Future:
         """submit() for a target [3, lr, lr] float in [0, 1]."""
         future: Future = Future()
+        renders = intermediate_request(on_intermediate, intermediate_every, intermediate_iterate)
         request = Request(target=target, index=index, options=options if options is not None else self.options,
-                          progress=progress, observe=observe, on_done=self._done)
+                          progress=progress, observe=observe, on_done=self._done, keep_restarts=keep_restarts,
+                          **renders)
         with self._lock:
             self._prepare()
             self._scheduler.add(request)  # checks; PulseError before anything is queued
@@ -250,14 +287,18 @@ class PulseEngine:
             future.set_exception(request.error)
         else:
             request.result.record["artifacts_key"] = self.manifest.key
+            for start in request.result.restarts:
+                start.record["artifacts_key"] = self.manifest.key
             future.set_result(request.result)
 
     def upsample(self, images: Sequence, *, options: PulseOptions | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
+                 progress: Callable[[int, int], None] | None = None, **outputs) -> list[ImageResult]:
         """Upsample faces: uint8 [lr, lr, 3] arrays or PIL images (lr = self.lr_size); blocks.
 
         Every input is validated before any is queued. Input i's starts are keyed by index i.
         options: as submit(). progress(done, total): summed over the inputs of this call.
+        outputs: submit()'s keep_restarts, on_intermediate (Snapshot.index says the input),
+        intermediate_every, intermediate_iterate.
         Returns one ImageResult per input: hr [3, R, R] float32 in [0, 1], lr [3, lr, lr],
         record (success, l2, best_step, restart, starts, seconds, backend, ...), history."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -266,19 +307,24 @@ class PulseEngine:
         if not images:
             raise PulseError("upsample needs at least one image")
         targets = np.stack([image_to_chw01(im, self.lr_size, i) for i, im in enumerate(images)])
-        return self.search(targets, options=options, progress=progress)
+        return self.search(targets, options=options, progress=progress, **outputs)
 
     def search(self, targets, *, options: PulseOptions | None = None,
-               progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
+               progress: Callable[[int, int], None] | None = None, keep_restarts: bool = False,
+               on_intermediate: Callable[[Snapshot], None] | None = None, intermediate_every: int | None = None,
+               intermediate_iterate: str | None = None) -> list[ImageResult]:
         """upsample() for targets [N, 3, lr, lr] float in [0, 1]; blocks."""
         targets = check_targets(targets, self.lr_size)
         options = self.manifest.resolve_options(options if options is not None else self.options)
+        outputs = dict(keep_restarts=keep_restarts, on_intermediate=on_intermediate,
+                       intermediate_every=intermediate_every, intermediate_iterate=intermediate_iterate)
+        intermediate_request(on_intermediate, intermediate_every, intermediate_iterate)  # checked before any is queued
         report = _Aggregate(len(targets), options.steps * options.duplicates, progress) if progress else None
         futures = []
         try:
             for i, t in enumerate(targets):
                 futures.append(self.submit_target(t, options=options, index=i,
-                                                  progress=report.callback(i) if report else None))
+                                                  progress=report.callback(i) if report else None, **outputs))
         except BaseException:
             for f in futures:
                 f.cancel()

@@ -34,12 +34,16 @@ class ImageResult:
     record:  JSON-ready dict: input, restart, success, l2, min_l2, eps, best_step, steps,
              terms {L2, L1, GEOCROSS, TOTAL} at best_step, seconds, backend.
     history: term -> one float per step, for the chosen restart.
+    restarts: every start's own ImageResult (hr, lr, record with its "restart", history), by
+             restart, when asked for (keep_restarts: PULSE writes each duplicate); else empty.
+             The chosen one is among them, with the same images.
     """
 
     hr: np.ndarray
     lr: np.ndarray
     record: dict
     history: dict = field(default_factory=dict)
+    restarts: list = field(default_factory=list)
 
     @property
     def success(self) -> bool:

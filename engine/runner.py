@@ -21,8 +21,13 @@ The scheduler drives a runner with `slots` rows (graph contract 2, docs/artifact
                           rings in and the loss ring out: one host synchronisation per call.
   4. move_row(src, dst)   (when can_move_rows) copy every per-row buffer of slot src to slot dst,
                           so the rows in use stay a prefix [0, n) as searches finish.
-  5. render_best(rows)    the best iterate of those rows (best.X, kept by the step) -> {image
-                          [m, 3, R, R], lr_image [m, 3, lr, lr]} on the host.
+  5. render(rows, iterate) one iterate of those rows -> {image [m, 3, R, R], lr_image
+                          [m, 3, lr, lr]} on the host: "best" (best.X, kept by the step; also
+                          render_best(rows)), "current" (X: the state the row's next step
+                          evaluates, valid once the row has run a step) or "start" (start.X:
+                          the row's seeded start, what its first step evaluates). The render graph
+                          takes any latent / noise state (docs/artifacts.md, render.onnx); frozen
+                          noise is the row's own in every case.
 Counters: `steps_run` (step-graph calls), `syncs` (run() calls: host round trips), `step_seconds`
 (wall time inside run()).
 """
@@ -37,6 +42,7 @@ from .errors import PulseError
 from .manifest import LOSS_OUTPUTS, Manifest
 
 TERMS = tuple(name.split(".", 1)[1] for name in LOSS_OUTPUTS)  # L2, L1, GEOCROSS, TOTAL
+ITERATES = ("best", "current", "start")  # what render() can draw (module docstring, step 5)
 _NP = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
 
@@ -127,7 +133,7 @@ def check_feeds(feeds: dict, expected: dict, batch: int | None, what: str) -> in
 
 class Runner:
     """Base of the backend runners: activation bookkeeping, checks, counters. Subclasses set
-    `name` and implement _activate, _deactivate, _open, _write_rows, _run, render_best (and
+    `name` and implement _activate, _deactivate, _open, _write_rows, _run, _render (and
     _move_row where can_move_rows)."""
 
     name = "runner"
@@ -216,9 +222,25 @@ class Runner:
         if src != dst:
             self._move_row(src, dst)
 
+    def render(self, rows, iterate: str = "best") -> dict:
+        """{image [m, 3, R, R], lr_image [m, 3, lr, lr]} of one iterate of slots `rows`: "best"
+        (best.X), "current" (X) or "start" (start.X) (module docstring, step 5). Reads buffers
+        only: rendering changes no search."""
+        self._require_open()
+        if iterate not in ITERATES:
+            raise PulseError(f"{self.name} render: iterate must be one of {', '.join(ITERATES)}, got {iterate!r}")
+        return self._render(self._check_rows(rows), iterate)
+
     def render_best(self, rows) -> dict:
-        """{image [m, 3, R, R], lr_image [m, 3, lr, lr]} of the best iterates of slots `rows`."""
-        raise NotImplementedError
+        """render(rows, "best"): the best iterates of slots `rows`."""
+        return self.render(rows, "best")
+
+    def render_source(self, name: str, iterate: str) -> str:
+        """The buffer that feeds render input `name` ("latent", "noise{i}") for `iterate`: a state
+        tensor (best.X or X) or a per-row input (start.X; frozen noise is always the row's own)."""
+        if name not in self.manifest.params:
+            return name  # frozen noise: a per-row input
+        return {"best": f"best.{name}", "current": name, "start": f"start.{name}"}[iterate]
 
     def _check_rows(self, rows) -> list[int]:
         rows = [int(r) for r in rows]
@@ -246,4 +268,7 @@ class Runner:
         raise NotImplementedError
 
     def _move_row(self, src: int, dst: int) -> None:
+        raise NotImplementedError
+
+    def _render(self, rows: list[int], iterate: str) -> dict:
         raise NotImplementedError

@@ -299,30 +299,30 @@ class OrtRunner(Runner):
             out[name] = np.array(buf[rows])
         return out
 
-    def render_best(self, rows) -> dict:
-        """Render the best iterates of slots `rows`: {image [m, 3, R, R], lr_image [m, 3, lr, lr]}.
-        CPU: the rows are gathered into one call. CUDA: one call per row, its inputs bound by
-        device pointer to the row of best.X (no state crosses the bus; the image comes back)."""
-        self._require_open()
-        rows = self._check_rows(rows)
+    def _render(self, rows: list[int], iterate: str) -> dict:
+        """Render one iterate of slots `rows` (Runner.render): {image [m, 3, R, R], lr_image
+        [m, 3, lr, lr]}. CPU: the rows are gathered into one call. CUDA: one call per row, its
+        inputs bound by device pointer to the row of the source buffer (best.X, X or start.X; no
+        state crosses the bus; the image comes back)."""
         names = list(self.manifest.render_outputs)
+        cur = self._sets[self._cur]
+        sources = {name: self.render_source(name, iterate) for name in self.manifest.render_inputs}
         if self.device == "cpu":
-            cur = self._sets[self._cur]
-            feeds = {name: np.ascontiguousarray(cur[f"best.{name}"][rows] if f"best.{name}" in cur
-                                                else self._rows[name][rows])
-                     for name in self.manifest.render_inputs}
+            feeds = {name: np.ascontiguousarray(cur[src][rows] if src in cur else self._rows[src][rows])
+                     for name, src in sources.items()}
             try:
                 return dict(zip(names, self._render_sess.run(names, feeds)))
             except Exception as e:  # noqa: BLE001
                 _raise_oom_or(e, "rendering")
+        if self._dirty:  # per-row inputs written since the last run (start.X, frozen noise): upload first
+            self._upload(sorted(self._dirty))
+            self._dirty = set()
         outs = {name: [] for name in names}
         for r in rows:
             b = self._render_sess.io_binding()
-            for name in self.manifest.render_inputs:
-                key = f"best.{name}"
-                buf = self._sets[self._cur][key] if key in self._sets[self._cur] else self._rows[name]
-                rb = self._row_bytes[key if key in self._sets[self._cur] else name]
-                self._bind(b, False, name, buf, (1, *self._shapes[name]), r * rb)
+            for name, src in sources.items():
+                buf = cur[src] if src in cur else self._rows[src]
+                self._bind(b, False, name, buf, (1, *self._shapes[name]), r * self._row_bytes[src])
             for name in names:
                 b.bind_output(name, "cpu")
             try:

@@ -21,8 +21,8 @@ engine/runner.py's interface, for `slots` rows and a ring of `ring` steps:
      execute_async_v3 / cudaStreamEndCapture) and instantiate it. Then per run: copy the lr / t
      rings in, launch the k graphs back to back on one stream, copy the loss ring out,
      synchronise once. Without graphs: the same addresses are set before each enqueue.
-  4. render_best: per row, the render engine's inputs point at the row of best.X in the current
-     set (and of the frozen noise); only the image comes back.
+  4. render (best / current / start iterate): per row, the render engine's inputs point at the
+     row of best.X, X or start.X (and of the frozen noise); only the image comes back.
 """
 from __future__ import annotations
 
@@ -273,18 +273,18 @@ class TrtRunner(Runner):
         self._sync()  # the run's one host synchronisation
         return {term: self._host_losses[:k, i, :n].copy() for i, term in enumerate(TERMS)}
 
-    def render_best(self, rows) -> dict:
-        """Per row: render inputs at the row of best.X (current set) and of the frozen noise."""
-        self._require_open()
-        rows = self._check_rows(rows)
+    def _render(self, rows: list[int], iterate: str) -> dict:
+        """Per row: render inputs at the row of the source buffer (Runner.render_source: best.X,
+        X or start.X in the current set or the per-row inputs; frozen noise is the row's own)."""
         ctx, out = self._render_ctx, {}
         names = list(self.manifest.render_outputs)
         results = {name: [] for name in names}
+        cur = self._sets[self._cur]
         for r in rows:
             for name in self.manifest.render_inputs:
-                key = f"best.{name}"
-                ptr = self._sets[self._cur][key] if key in self._sets[self._cur] else self._rows[name]
-                rb = self._row_bytes[key if key in self._sets[self._cur] else name]
+                src = self.render_source(name, iterate)
+                ptr = cur[src] if src in cur else self._rows[src]
+                rb = self._row_bytes[src]
                 if not ctx.set_input_shape(name, (1, *self._shapes[name])):
                     raise PulseError(f"TensorRT render engine rejects input {name!r} at batch 1")
                 ctx.set_tensor_address(name, int(ptr) + r * rb)

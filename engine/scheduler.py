@@ -19,11 +19,19 @@ Per scheduler step (`Scheduler.step()`, one block of at most `sync_every` steps)
   4. Run k = min(sync_every, the longest remaining job) steps over rows [0, n): each row gets
      the lr and t of its own step (t = 0 once its job has ended within the block, and for empty
      slots: such rows do not move). One host synchronisation per block: the [k, 4, n] loss ring.
+     A request with render_every = R (intermediate images, PULSE's save_intermediate) asks for
+     its starts' iterates at every step s with s % R == 0: the block is run in pieces split at
+     those steps and the rows are rendered between the pieces (runner.render; start.X for step
+     0), so the block's length, its retirements, admissions and early stops, and every row's
+     arithmetic stay what they are without renders: results never depend on them (each piece is
+     one more host synchronisation, paid only while such a row runs). The images go to
+     request.on_render (a Snapshot each) before the block's bookkeeping.
   5. Per job: TrajectoryTracker.update for each step it ran (the history, best step, smallest
      L2: the same records as a lockstep run). A job retires when it has run its steps or, with
      options.early_stop, when its L2 is within eps (decided at the block's end, so it may run up
      to k - 1 steps past that point). Retiring jobs' best iterates (best.X, kept by the step) are
-     rendered; their slots are free for the next block.
+     rendered; their slots are free for the next block. With request.keep_restarts every start's
+     result is kept (ImageResult.restarts), not only the chosen one's.
   6. A request whose jobs are done is finished when one succeeded or it has no restarts left
      (engine.result.pick_restart among its starts); otherwise its next restart (options.restarts:
      up to that many extra starts, each queued only after the previous ones missed eps) is queued
@@ -78,6 +86,18 @@ def check_targets(targets, lr_size: int) -> np.ndarray:
     return t
 
 
+def check_render_request(every, iterate: str, callback) -> None:
+    """A request's intermediate-image settings (Request.render_every, render_iterate, on_render):
+    PulseError (one line) unless every is an integer >= 0 (0: none), iterate one of
+    INTERMEDIATE_ITERATES, and a callable callback is given when every >= 1."""
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+        raise PulseError(f"render_every must be an integer >= 0 (0: no intermediate images), got {every!r}")
+    if iterate not in INTERMEDIATE_ITERATES:
+        raise PulseError(f"render_iterate must be one of {', '.join(INTERMEDIATE_ITERATES)}, got {iterate!r}")
+    if every and not callable(callback):
+        raise PulseError("render_every needs a callable on_render to receive the intermediate images")
+
+
 def start_rows(manifest, options: PulseOptions, target: np.ndarray, rows: list[tuple[int, int]]) -> dict:
     """Per-row step inputs (manifest.row_inputs) of starts given as (input index, restart):
     target [m, 3, lr, lr] (one per start), seeded start.X, radius.X, frozen noise."""
@@ -120,6 +140,33 @@ class Observation:
         return self._render()
 
 
+INTERMEDIATE_ITERATES = ("current", "best")  # what a request's intermediate images show
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """One intermediate image of a start (Request.render_every), given to Request.on_render in
+    the worker thread; its arrays are the request's to keep.
+
+    index:    the request's input index.
+    restart:  the start (0-based: duplicates first, then restarts; record["restart"]'s numbering).
+    step:     the optimiser step (0-based, s % render_every == 0).
+    iterate:  "current": the iterate step `step` evaluates (history[step] is its loss; step 0 is
+              the seeded start), as an earlier version of PULSE's code saved it; "best": the best
+              iterate over steps 0..step (the first lowest TOTAL so far), as PULSE's June 2020
+              code yields it.
+    image:    [3, R, R] float32 in [0, 1] (the render graph: clamp of the generator's image).
+    lr_image: [3, lr, lr] float32: its bicubic downscale.
+    """
+
+    index: int
+    restart: int
+    step: int
+    iterate: str
+    image: np.ndarray
+    lr_image: np.ndarray
+
+
 @dataclass(eq=False)
 class Request:
     """One input and what its search produced.
@@ -133,6 +180,13 @@ class Request:
     observe:  optional observe(Observation) after every block it ran in (with progress): the
               per-step L2 and a render of the best iterate so far (the service's curve, preview).
     on_done:  optional on_done(request), called once: result, error or cancelled is set.
+    render_every: 0 (default) or R >= 1: intermediate images of every start at the steps s with
+              s % R == 0 (1: every step, as PULSE's save_intermediate), each a Snapshot given to
+              on_render (required then) in the worker thread, in step order per start, before
+              the request's result. A callback that raises fails its own request only.
+    render_iterate: "current" (default: the iterate each such step evaluates) or "best" (the best
+              iterate so far); see Snapshot.
+    keep_restarts: keep every start's result (result.restarts, by restart), not only the best.
     Filled in: result (ImageResult), error (an exception), cancelled, seconds (submission to
     completion), starts_run, steps_run.
     """
@@ -143,6 +197,10 @@ class Request:
     progress: Callable[[int, int], None] | None = None
     observe: Callable[[Observation], None] | None = None
     on_done: Callable[["Request"], None] | None = None
+    render_every: int = 0
+    render_iterate: str = "current"
+    on_render: Callable[[Snapshot], None] | None = None
+    keep_restarts: bool = False
     id: int = field(default_factory=itertools.count().__next__)
     result: ImageResult | None = None
     error: BaseException | None = None
@@ -154,6 +212,7 @@ class Request:
     _submitted: float = 0.0
     _records: list = field(default_factory=list)  # (restart, record) per finished start
     _best: tuple | None = None  # (restart, record, history, hr, lr) of the best start so far
+    _starts: list = field(default_factory=list)  # with keep_restarts: ImageResult per finished start
     _pending: int = 0  # jobs queued or running
     _next_restart: int = 0
     _cancel_asked: bool = False
@@ -220,6 +279,9 @@ class Scheduler:
         if not isinstance(request.index, int) or isinstance(request.index, bool) or request.index < 0:
             raise PulseError(f"index must be an integer >= 0, got {request.index!r}")
         request.target = check_targets(np.asarray(request.target)[None], m.lr_size)[0]
+        check_render_request(request.render_every, request.render_iterate, request.on_render)
+        if not isinstance(request.keep_restarts, bool):
+            raise PulseError(f"keep_restarts must be True or False, got {request.keep_restarts!r}")
         request._submitted = time.perf_counter()
         with self._lock:
             self._inbox.append(request)
@@ -350,25 +412,32 @@ class Scheduler:
             m = min(k, job.remaining)
             lr[:m, s] = job.lr[job.done:job.done + m]
             t[:m, s] = np.arange(job.done + 1, job.done + m + 1)
+        renders = self._render_plan(occupied, k)
+        failed: dict[int, tuple[Request, BaseException]] = {}  # request id -> (request, its error)
         try:
-            losses = self.runner.run(n, lr, t)  # {term: [k, n]}: the block's one host sync
+            losses = self._run_pieces(n, lr, t, renders, failed)  # {term: [k, n]}
         except Exception as e:  # noqa: BLE001  (the requests in the block fail; the engine goes on)
             for _, job in occupied:
                 job.request.error = e
                 self._drop(job.request, finished)
             return
         self.blocks += 1
+        for r, e in failed.values():  # a render or on_render that raised: that request only
+            r.error = e
+            self._drop(r, finished)
         retiring = []
         block_l2: dict[int, list] = {}  # request id -> the L2 of its steps in this block
         for s, job in occupied:
             m = min(k, job.remaining)
+            self.row_steps += m
+            if job.request.done:
+                continue
             if job.request.observe is not None:
                 block_l2.setdefault(job.request.id, []).extend(float(v) for v in losses["L2"][:m, s])
             for i in range(m):
                 job.tracker.update(job.done + i, {term: losses[term][i, s:s + 1] for term in TERMS})
             job.done += m
             job.request.steps_run += m
-            self.row_steps += m
             o = job.request.options
             if job.done >= job.steps or (o.early_stop and bool(job.tracker.success[0])):
                 retiring.append(job)
@@ -379,6 +448,60 @@ class Scheduler:
                 self._progress(r, finished)
             if not r.done and r not in finished:
                 self._observe(r, block_l2.get(r.id, []), finished)
+
+    @staticmethod
+    def _render_plan(occupied: list, k: int) -> dict:
+        """{j: [(job, source, step)]}: the renders a block of k steps owes its rows' requests
+        (Request.render_every), to make after j of its steps (0 <= j <= k). Step s of a start
+        evaluates the state after s updates: "current" renders it before the block's step
+        s - done runs (source X, or start.X for s = 0, whose state the row's first step reads from
+        start.X); "best" after that step (best.X then holds the best over steps 0..s)."""
+        plan: dict[int, list] = {}
+        for _, job in occupied:
+            r = job.request
+            if not r.render_every:
+                continue
+            for step in range(job.done, job.done + min(k, job.remaining)):
+                if step % r.render_every:
+                    continue
+                if r.render_iterate == "best":
+                    j, source = step - job.done + 1, "best"
+                else:
+                    j, source = step - job.done, ("start" if step == 0 else "current")
+                plan.setdefault(j, []).append((job, source, step))
+        return plan
+
+    def _run_pieces(self, n: int, lr: np.ndarray, t: np.ndarray, renders: dict, failed: dict) -> dict:
+        """runner.run over the block's k = len(lr) steps, in pieces split where `renders`
+        (_render_plan) asks for images; renders between the pieces, then hands the Snapshots to
+        their requests' on_render. Errors of a render or a callback go to `failed` (that request
+        only); the steps of the block all run. Returns the block's {term: [k, n]}."""
+        k, pos, parts, shots = lr.shape[0], 0, [], []
+        for j in sorted(set(renders) | {k}):
+            if j > pos:
+                parts.append(self.runner.run(n, lr[pos:j], t[pos:j]))
+                pos = j
+            for source, group in _group_by_source(renders.get(j, ()), failed):
+                try:
+                    images = self.runner.render([job.slot for job, _ in group], source)
+                except Exception as e:  # noqa: BLE001  (the requests that asked fail alone)
+                    for job, _ in group:
+                        failed.setdefault(job.request.id, (job.request, e))
+                    continue
+                for i, (job, step) in enumerate(group):
+                    r = job.request
+                    shots.append((r, Snapshot(index=r.index, restart=job.restart, step=step, iterate=r.render_iterate,
+                                              image=images["image"][i].copy(), lr_image=images["lr_image"][i].copy())))
+        for r, shot in shots:
+            if r.id in failed:
+                continue
+            try:
+                r.on_render(shot)
+            except Exception as e:  # noqa: BLE001  (a callback that raises fails its own request only)
+                failed[r.id] = (r, e)
+        if len(parts) == 1:
+            return parts[0]
+        return {term: np.concatenate([p[term] for p in parts]) for term in TERMS}
 
     def _retire(self, jobs: list, finished: list) -> None:
         try:
@@ -399,6 +522,10 @@ class Scheduler:
             r._pending -= 1
             candidate = (job.restart, record, job.tracker.history(0), images["image"][i].copy(),
                          images["lr_image"][i].copy())
+            if r.keep_restarts:
+                r._starts.append(ImageResult(hr=candidate[3], lr=candidate[4], history=candidate[2],
+                                             record={"input": r.index, "restart": job.restart, **record,
+                                                     "backend": self.runner.name}))
             pair = sorted([c for c in (r._best, candidate) if c is not None], key=lambda c: c[0])  # by restart
             r._best = pair[pick_restart([c[1] for c in pair])]
             if r._pending:
@@ -414,7 +541,8 @@ class Scheduler:
             record = {"input": r.index, "restart": restart, "starts": r.starts_run, **rec,
                       "search_steps": r.steps_run, "seconds": r.seconds, "backend": self.runner.name,
                       "options": r.options.to_dict()}
-            r.result = ImageResult(hr=hr, lr=lr, record=record, history=history)
+            r.result = ImageResult(hr=hr, lr=lr, record=record, history=history,
+                                   restarts=sorted(r._starts, key=lambda x: x.record["restart"]))
             self._active.pop(r.id, None)
             finished.append(r)
 
@@ -461,3 +589,14 @@ class Scheduler:
                 r.result, r.error = None, e
         if r.on_done is not None:
             r.on_done(r)
+
+
+def _group_by_source(items, failed: dict) -> list:
+    """[(source, [(job, step)])] of a render point's (job, source, step) items, skipping the
+    requests that already failed or finished."""
+    groups: dict[str, list] = {}
+    for job, source, step in items:
+        if job.request.id in failed or job.request.done:
+            continue
+        groups.setdefault(source, []).append((job, step))
+    return list(groups.items())

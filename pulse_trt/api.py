@@ -480,11 +480,13 @@ class Pulse:
         return {"step_engine": step_engine, "render_engine": render_engine}
 
     # -- searching --------------------------------------------------------------------------------
-    def upsample(self, images: Sequence, *, progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
+    def upsample(self, images: Sequence, *, progress: Callable[[int, int], None] | None = None,
+                 **outputs) -> list[ImageResult]:
         """Upsample faces: uint8 [lr, lr, 3] arrays or PIL images (lr = self.lr_size).
 
         Every input is validated before any work. Returns one ImageResult per input (hr
-        [3, R, R] float32 in [0, 1], lr [3, lr, lr], record, history); see search()."""
+        [3, R, R] float32 in [0, 1], lr [3, lr, lr], record, history); see search() (also for
+        `outputs`: keep_restarts, on_intermediate, intermediate_every, intermediate_iterate)."""
         from .engine.api import image_to_chw01  # noqa: PLC0415
 
         if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -493,9 +495,11 @@ class Pulse:
         if not images:
             raise PulseError("upsample needs at least one image")
         targets = np.stack([image_to_chw01(im, self.lr_size, i) for i, im in enumerate(images)])  # [N, 3, lr, lr]
-        return self.search(targets, progress=progress)
+        return self.search(targets, progress=progress, **outputs)
 
-    def search(self, targets, *, progress: Callable[[int, int], None] | None = None) -> list[ImageResult]:
+    def search(self, targets, *, progress: Callable[[int, int], None] | None = None, keep_restarts: bool = False,
+               on_intermediate: Callable | None = None, intermediate_every: int | None = None,
+               intermediate_iterate: str | None = None) -> list[ImageResult]:
         """PULSE for targets [N, 3, lr, lr] float in [0, 1].
 
         1. Prepare on first use (export or find the artefacts, open the engine; or load the
@@ -505,12 +509,20 @@ class Pulse:
            `slots` inputs. The start of input i, restart k is seeded by (options.seed, i, k), i
            counting over the whole call, so neither slots nor neighbours change the result.
         3. progress(done, total): optimiser steps over all inputs, after every sync.
+        4. Outputs beyond PULSE's best image (exported backends: the engine's scheduler):
+           keep_restarts: result.restarts holds every start's own ImageResult (PULSE's
+           `-duplicates N` writes each); on_intermediate(engine.scheduler.Snapshot): the image
+           of every start at every `intermediate_every`-th step (default 1: PULSE's
+           save_intermediate), the "current" iterate (default) or the "best" so far
+           (`intermediate_iterate`), in the engine's worker thread, before the result. Neither
+           changes any result.
         Returns one ImageResult per input, in order; record["backend"] is this backend,
         record["artifacts_key"] the artefact key (None for torch), record["input"] the index.
         """
         from .engine.scheduler import check_targets  # noqa: PLC0415
 
         t = check_targets(targets, self.lr_size)  # [N, 3, lr, lr] float32
+        outputs = self._outputs(keep_restarts, on_intermediate, intermediate_every, intermediate_iterate)
         if self.backend == "torch":
             with self._lock:
                 self._prepare()
@@ -519,41 +531,63 @@ class Pulse:
             with self._lock:
                 self._prepare()
                 engine = self._engine
-            results = engine.search(t, options=self.options, progress=progress)  # concurrent calls share slots
+            results = engine.search(t, options=self.options, progress=progress, **outputs)  # calls share slots
         for r in results:
             self._stamp(r)
         return results
 
-    def submit(self, image, *, index: int = 0, progress: Callable[[int, int], None] | None = None) -> Future:
+    def _outputs(self, keep_restarts, on_intermediate, intermediate_every, intermediate_iterate) -> dict:
+        """The engine's output arguments, checked (PulseError, one line); {} when none is asked."""
+        from .engine.api import intermediate_request  # noqa: PLC0415
+
+        if not isinstance(keep_restarts, bool):
+            raise PulseError(f"keep_restarts must be True or False, got {keep_restarts!r}")
+        intermediate_request(on_intermediate, intermediate_every, intermediate_iterate)
+        outputs = dict(keep_restarts=keep_restarts, on_intermediate=on_intermediate,
+                       intermediate_every=intermediate_every, intermediate_iterate=intermediate_iterate)
+        if self.backend == "torch" and (keep_restarts or on_intermediate is not None):
+            raise PulseError("keep_restarts and intermediate images belong to the engine's scheduler; backend torch runs "
+                             "PULSE's own loop (use an exported backend)")
+        return outputs if (keep_restarts or on_intermediate is not None) else {}
+
+    def submit(self, image, *, index: int = 0, progress: Callable[[int, int], None] | None = None,
+               **outputs) -> Future:
         """Queue one face (uint8 [lr, lr, 3] array or PIL image); returns a
         concurrent.futures.Future of its ImageResult. Thread-safe.
 
         A bad image raises PulseError here (nothing queued). index keys its seeded starts (start
         k: (options.seed, index, k)). progress(done, total) runs at every sync (exported
         backends; backend torch: after every step). future.cancel() frees its slot at the next
-        sync, with no record (exported backends; backend torch: only before it starts)."""
+        sync, with no record (exported backends; backend torch: only before it starts).
+        outputs: keep_restarts, on_intermediate, intermediate_every, intermediate_iterate, as in
+        search() (exported backends)."""
         from .engine.api import image_to_chw01  # noqa: PLC0415
 
-        return self.submit_target(image_to_chw01(image, self.lr_size, index), index=index, progress=progress)
+        return self.submit_target(image_to_chw01(image, self.lr_size, index), index=index, progress=progress,
+                                  **outputs)
 
-    def submit_target(self, target, *, index: int = 0, progress: Callable[[int, int], None] | None = None) -> Future:
+    def submit_target(self, target, *, index: int = 0, progress: Callable[[int, int], None] | None = None,
+                      keep_restarts: bool = False, on_intermediate: Callable | None = None,
+                      intermediate_every: int | None = None, intermediate_iterate: str | None = None) -> Future:
         """submit() for a target [3, lr, lr] float in [0, 1]."""
         from .engine.scheduler import check_targets  # noqa: PLC0415
 
         target = check_targets(np.asarray(target)[None], self.lr_size)[0]
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise PulseError(f"index must be an integer >= 0, got {index!r}")
+        outputs = self._outputs(keep_restarts, on_intermediate, intermediate_every, intermediate_iterate)
         with self._lock:
             self._prepare()
             if self.backend == "torch":
                 if self._torch_pool is None:
                     self._torch_pool = ThreadPoolExecutor(1, thread_name_prefix="pulse-torch")
                 return self._torch_pool.submit(self._torch_one, target, index, progress)
-            return self._engine.submit_target(target, options=self.options, index=index, progress=progress)
+            return self._engine.submit_target(target, options=self.options, index=index, progress=progress, **outputs)
 
     def _stamp(self, result: ImageResult) -> ImageResult:
-        result.record["backend"] = self.backend  # the engine's runner names the same backends
-        result.record["artifacts_key"] = self.key
+        for r in [result] + list(result.restarts):
+            r.record["backend"] = self.backend  # the engine's runner names the same backends
+            r.record["artifacts_key"] = self.key
         return result
 
     def _torch_one(self, target: np.ndarray, index: int, progress) -> ImageResult:

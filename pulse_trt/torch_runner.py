@@ -87,10 +87,7 @@ class TorchRunner(Runner):
         return {name: self._bufs[name][rows].cpu().numpy() for name in names}
 
     @torch.no_grad()
-    def render_best(self, rows) -> dict:
-        self._require_open()
-        rows = self._check_rows(rows)
-        ins = [self._bufs[f"best.{name}" if f"best.{name}" in self._bufs else name][rows]
-               for name in self.manifest.render_inputs]
+    def _render(self, rows: list[int], iterate: str) -> dict:
+        ins = [self._bufs[self.render_source(name, iterate)][rows] for name in self.manifest.render_inputs]
         image, lr_image = self._render_fn(*ins)
         return {"image": image.float().cpu().numpy(), "lr_image": lr_image.float().cpu().numpy()}

@@ -19,8 +19,11 @@ Flow (nothing is written until every input has passed step 2 and every backend i
      input's index among the inputs of its size, so neither --slots nor the neighbours change
      results), with one progress bar over every planned step.
   5. As each input finishes, write NAME_pulse.png, NAME_pulse_lr.png, NAME_pulse_loss.png
-     (matplotlib), NAME.png + NAME_hr.png (--align) and NAME_pulse.json atomically, the JSON
-     last; per run pulse_grid.png (LR nearest | bicubic | PULSE | aligned HR crop when known).
+     (matplotlib), NAME.png + NAME_hr.png (--align), NAME_pulse_K.png per start K
+     (--keep-restarts) and NAME_pulse.json atomically, the JSON last; per run pulse_grid.png
+     (LR nearest | bicubic | PULSE | aligned HR crop when known). With --save-intermediate the
+     engine hands over each start's image at every K-th step while it searches; a writer
+     thread writes each into NAME_intermediate/ atomically, all of an input's before its JSON.
 
 Exit status: 0 when every input was processed, including inputs whose search did not reach
 eps (their outputs are still written, the record says "success": false and a note says so);
@@ -37,7 +40,7 @@ import importlib.util
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -52,7 +55,7 @@ from ..engine.images import expand_inputs, from_chw01, load_image, png_bytes, wr
 from ..engine.options import PulseOptions
 from ..engine.result import ImageResult
 from ..engine.scheduler import DEFAULT_SYNC_EVERY
-from ..outputs import GRID_FILE, plan_outputs, write_result
+from ..outputs import GRID_FILE, intermediate_name, plan_outputs, write_result
 from ..ray.data import plan_resumable, seed_positions
 from .options import _FLAGS as OPTION_FLAGS
 from .options import add_pulse_options
@@ -119,6 +122,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="skip inputs whose NAME_pulse.json record exists (a rerun after a failure finishes only the rest; "
                         "the others replace what the interrupted run left of them)")
     r.add_argument("--strict", action="store_true", help="exit 1 when any input misses eps (default: 0, with a note per miss)")
+    w = p.add_argument_group("more outputs (exported backends)")
+    w.add_argument("--keep-restarts", action="store_true",
+                   help="also write every start (--duplicates, --restarts) as NAME_pulse_K.png, K = 0, 1, ... (PULSE's "
+                        "-duplicates N writes NAME_1 .. NAME_N and no best), each with its own entry in the record's "
+                        "\"restarts\"; NAME_pulse.png and the rest of the record stay the best start's (a success first)")
+    w.add_argument("--save-intermediate", action="store_true",
+                   help="PULSE's -save_intermediate: write every start's HR image at every step (or every --save-every "
+                        "K-th) to NAME_intermediate/NAME_{restart}_{step:04d}.png while it searches; results do not "
+                        "change")
+    w.add_argument("--save-every", type=int, default=None, metavar="K",
+                   help="with --save-intermediate: steps 0, K, 2K, ... (default: 1, every step, as PULSE)")
+    w.add_argument("--intermediate-iterate", choices=("current", "best"), default=None,
+                   help="with --save-intermediate: current (default): the iterate each step evaluates; best: the best "
+                        "so far (what PULSE's June 2020 code saves)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-input lines (notes and errors still print)")
     y = p.add_argument_group("ray (pip install 'pulse-trt[ray]')")
     y.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
@@ -267,11 +284,30 @@ def size_fit_notes(items: list[Item], resolution: int, generator: str) -> list[s
     return notes
 
 
+def _check_output_flags(args: argparse.Namespace) -> None:
+    """--keep-restarts, --save-intermediate and its --save-every / --intermediate-iterate,
+    checked before any input is read (PulseError, one line)."""
+    for flag, value in (("--save-every", args.save_every), ("--intermediate-iterate", args.intermediate_iterate)):
+        if value is not None and not args.save_intermediate:
+            raise PulseError(f"{flag} is for --save-intermediate: add --save-intermediate, or drop {flag}")
+    if args.save_every is not None and args.save_every < 1:
+        raise PulseError(f"--save-every must be >= 1 (1: every step), got {args.save_every}")
+    asked = [flag for flag, on in (("--keep-restarts", args.keep_restarts), ("--save-intermediate", args.save_intermediate))
+             if on]
+    flags, one = " and ".join(asked), len(asked) == 1
+    if asked and args.backend == "torch":
+        raise PulseError(f"{flags} {'needs' if one else 'need'} the engine's scheduler; --backend torch runs PULSE's "
+                         "own loop: use --backend ort, ort-cuda or tensorrt")
+    if asked and args.ray is not None:
+        raise PulseError(f"{flags} {'is' if one else 'are'} not available with --ray yet: run without --ray")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.slots < 1:
         raise PulseError(f"--slots must be >= 1, got {args.slots}")
     if args.sync_every is not None and args.sync_every < 1:
         raise PulseError(f"--sync-every must be >= 1, got {args.sync_every}")
+    _check_output_flags(args)
     # 1. Options (and the artefacts' manifest, which fixes them).
     manifest = None
     if args.artifacts is not None:
@@ -289,16 +325,19 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     curves = importlib.util.find_spec("matplotlib") is not None
     positions = seed_positions(items)  # seeds each input's starts; kept by --resume
+    more = dict(restarts=options.duplicates + options.restarts if args.keep_restarts else 0,
+                intermediate=args.save_intermediate)
     if args.resume:
         items, positions, plans = plan_resumable(items, positions, outdir, overwrite=args.overwrite, resume=True,
-                                                 curves=curves, aligned=args.align, sources=expand_inputs(args.inputs))
+                                                 curves=curves, aligned=args.align, sources=expand_inputs(args.inputs),
+                                                 **more)
         if not items:
             print(f"nothing to do: every input has its record in {outdir}/ (--resume)")
             return 0
     else:
         plans = plan_outputs([f"{it.name}.png" for it in items], outdir, overwrite=args.overwrite, curves=curves,
                              aligned=args.align, run_files=[outdir / GRID_FILE], sources=expand_inputs(args.inputs),
-                             labels=[it.label for it in items])
+                             labels=[it.label for it in items], **more)
     for it in items:
         for n in it.notes:
             _err(f"pulse-trt: note: {n}")
@@ -325,6 +364,9 @@ def run(args: argparse.Namespace) -> int:
             backend.prepare()
         outdir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(outdir)  # temps of an earlier run that was killed outright
+        for plan in plans:
+            if plan.intermediate is not None and plan.intermediate.is_dir():
+                remove_stale_temps(plan.intermediate)
         return _search_and_write(args, items, plans, groups, backends, options, outdir, written, positions)
     except KeyboardInterrupt as e:  # SIGINT, SIGTERM, SIGHUP (cli.Interrupted): say what is on disk
         e.written, e.total = list(written), len(items)
@@ -353,8 +395,80 @@ class _Bar:
         return report
 
 
+class _IntermediateWriter:
+    """--save-intermediate: the engine's on_intermediate callbacks (its worker thread) hand each
+    image to one writer thread, which encodes it and writes it atomically into its input's
+    NAME_intermediate/ folder (made on the first image). At most MAX_PENDING images wait in
+    memory: beyond that the search waits for the writer. wait(i) returns once input i's images
+    are on disk (raising a write's error); close() drops what is still queued."""
+
+    MAX_PENDING = 64
+
+    def __init__(self, plans, steps: int):
+        self._plans, self._steps = plans, steps
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pulse-trt-intermediate")
+        self._room = threading.BoundedSemaphore(self.MAX_PENDING)
+        self._lock = threading.Lock()
+        self._writes: dict[int, list] = {}
+        self._closed = False
+
+    def callback(self, i: int):
+        plan = self._plans[i]
+
+        def on_intermediate(shot) -> None:  # engine.scheduler.Snapshot
+            while not self._room.acquire(timeout=0.2):
+                if self._closed:
+                    return
+            path = plan.intermediate / intermediate_name(plan.stem, shot.restart, shot.step, self._steps)
+            with self._lock:
+                if self._closed:
+                    self._room.release()
+                    return
+                self._writes.setdefault(i, []).append(self._pool.submit(self._write, path, shot.image))
+        return on_intermediate
+
+    def _write(self, path: Path, image: np.ndarray) -> None:
+        try:
+            path.parent.mkdir(exist_ok=True)
+            write_files_atomic({path: png_bytes(image)})
+        finally:
+            self._room.release()
+
+    def wait(self, i: int) -> None:
+        with self._lock:
+            futures = self._writes.pop(i, [])
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _search_and_write(args, items, plans, groups, backends, options, outdir: Path, written: list[str], positions) -> int:
     """Steps 4-5; appends to `written` the label of every input once its files are written."""
+    writer = _IntermediateWriter(plans, options.steps) if args.save_intermediate else None
+    try:
+        return _search_and_write_with(writer, args, items, plans, groups, backends, options, outdir, written, positions)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _submit_options(args, writer: _IntermediateWriter | None, i: int) -> dict:
+    """Pulse.submit_target's output arguments for input i (none unless asked for)."""
+    more = {}
+    if args.keep_restarts:
+        more["keep_restarts"] = True
+    if writer is not None:
+        more.update(on_intermediate=writer.callback(i), intermediate_every=args.save_every or 1,
+                    intermediate_iterate=args.intermediate_iterate or "current")
+    return more
+
+
+def _search_and_write_with(writer, args, items, plans, groups, backends, options, outdir: Path, written: list[str],
+                           positions) -> int:
     from tqdm import tqdm  # noqa: PLC0415
 
     say = (lambda msg: None) if args.quiet else tqdm.write
@@ -366,7 +480,8 @@ def _search_and_write(args, items, plans, groups, backends, options, outdir: Pat
         pending = {}
         for size, idx in groups.items():
             for i in idx:  # seeded by the position among the inputs of its size
-                future = backends[size].submit_target(items[i].target, index=positions[i], progress=report.callback(i))
+                future = backends[size].submit_target(items[i].target, index=positions[i], progress=report.callback(i),
+                                                      **_submit_options(args, writer, i))
                 pending[future] = (i, backends[size])
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -374,8 +489,14 @@ def _search_and_write(args, items, plans, groups, backends, options, outdir: Pat
                 i, backend = pending.pop(future)
                 res = future.result()  # a search error ends the run (exit 2); written inputs stay complete
                 it, plan = items[i], plans[i]
+                if writer is not None:
+                    writer.wait(i)  # its intermediate images are on disk before its record
                 record = _record(args, backend, options, it, plan, res)
-                write_result(plan, res.hr, res.lr, record, extra=_extra_files(plan, it, res, options))  # 5.
+                extra = _extra_files(plan, it, res, options)
+                if args.keep_restarts:
+                    record["restarts"] = _restart_records(plan, it, res)
+                    extra.update({plan.restarts[s.record["restart"]]: png_bytes(s.hr) for s in res.restarts})
+                write_result(plan, res.hr, res.lr, record, extra=extra)  # 5.
                 written.append(it.name)
                 done[i] = res
                 if record["success"]:
@@ -446,14 +567,10 @@ def _record(args, backend: Pulse, options: PulseOptions, it: Item, plan, res: Im
     quality:         engine.metrics.quality_record: psnr and ssim against the aligned HR crop
                      (null without one), downscale_mse (= output_l2).
     """
-    from ..engine.metrics import quality_record  # noqa: PLC0415
-
     target = it.target
     lr_size, hr_size = target.shape[-1], res.hr.shape[-1]
     factor = hr_size // lr_size
-    hr_u8 = from_chw01(res.hr).transpose(2, 0, 1)[None].astype(np.float64) / 255.0  # [1, 3, R, R]
-    lr_of_file = downscale(hr_u8, factor)[0]  # [3, lr, lr]
-    y_u8 = np.rint(target.astype(np.float64) * 255.0) / 255.0  # [3, lr, lr], the input file's exact values
+    measured = _measure(it, res.hr, res.lr)
     search = dict(res.record)
     for k in ("input", "backend", "artifacts_key"):
         search.pop(k, None)
@@ -469,9 +586,7 @@ def _record(args, backend: Pulse, options: PulseOptions, it: Item, plan, res: Im
         "eps": options.eps,
         "l2": search.pop("l2"),
         "min_l2": search.pop("min_l2"),
-        "output_l2": float(np.mean((res.lr.astype(np.float64) - target) ** 2)),
-        "output_l2_uint8": float(np.mean((lr_of_file - y_u8) ** 2)),
-        "quality": quality_record(res.hr, it.truth, res.lr, target),
+        **measured,  # output_l2, output_l2_uint8, quality
         **search,  # best_step, steps, terms, restart, starts, search_steps, seconds
         "seconds_note": "from the input's submission to its result, waiting for a slot included (export and "
                         "generator load excluded)",
@@ -489,3 +604,35 @@ def _record(args, backend: Pulse, options: PulseOptions, it: Item, plan, res: Im
         "notes": list(it.notes),
         "pulse_trt": __version__,
     }
+
+
+def _measure(it: Item, hr: np.ndarray, lr: np.ndarray) -> dict:
+    """output_l2, output_l2_uint8 and quality (the record's fields, _record) of one HR image
+    hr [3, R, R] and its downscale lr [3, lr, lr] against the input."""
+    from ..engine.metrics import quality_record  # noqa: PLC0415
+
+    target = it.target
+    factor = hr.shape[-1] // target.shape[-1]
+    hr_u8 = from_chw01(hr).transpose(2, 0, 1)[None].astype(np.float64) / 255.0  # [1, 3, R, R]
+    lr_of_file = downscale(hr_u8, factor)[0]  # [3, lr, lr]
+    y_u8 = np.rint(target.astype(np.float64) * 255.0) / 255.0  # [3, lr, lr], the input file's exact values
+    return {
+        "output_l2": float(np.mean((lr.astype(np.float64) - target) ** 2)),
+        "output_l2_uint8": float(np.mean((lr_of_file - y_u8) ** 2)),
+        "quality": quality_record(hr, it.truth, lr, target),
+    }
+
+
+def _restart_records(plan, it: Item, res: ImageResult) -> list[dict]:
+    """--keep-restarts: one entry per start that ran, by restart: its file (NAME_pulse_K.png),
+    its search record (success, l2, min_l2, best_step, steps, terms) and _measure's fields."""
+    entries = []
+    for start in res.restarts:
+        rec = dict(start.record)
+        k = rec.pop("restart")
+        for key in ("input", "backend", "artifacts_key", "eps"):
+            rec.pop(key, None)
+        entries.append({"restart": k, "hr": plan.restarts[k].name, "chosen": k == res.record["restart"],
+                        "success": bool(rec.pop("success")), "l2": rec.pop("l2"), "min_l2": rec.pop("min_l2"),
+                        **_measure(it, start.hr, start.lr), **rec})
+    return entries

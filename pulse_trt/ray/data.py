@@ -456,10 +456,11 @@ def seed_positions(items) -> list[int]:
 
 
 def plan_resumable(items, positions, outdir: Path, *, overwrite: bool, resume: bool, curves: bool,
-                   aligned: bool = False, sources=()):
+                   aligned: bool = False, sources=(), restarts: int = 0, intermediate: bool = False):
     """(items, positions, plans) still to run: with `resume`, items whose JSON record exists are
     dropped (their files are complete); the rest may replace what an interrupted run left of
-    them (images written before their record). Otherwise plan_outputs' checks."""
+    them (images written before their record). Otherwise plan_outputs' checks (`restarts`,
+    `intermediate`: plan_outputs')."""
     from ..outputs import GRID_FILE, output_paths, plan_outputs  # noqa: PLC0415
 
     if resume:
@@ -468,7 +469,7 @@ def plan_resumable(items, positions, outdir: Path, *, overwrite: bool, resume: b
         items, positions = [items[k] for k in keep], [positions[k] for k in keep]
     plans = plan_outputs([f"{it.name}.png" for it in items], outdir, overwrite=overwrite or resume, curves=curves,
                          aligned=aligned, run_files=[outdir / GRID_FILE], sources=sources,
-                         labels=[it.label for it in items])
+                         labels=[it.label for it in items], restarts=restarts, intermediate=intermediate)
     return items, positions, plans
 
 

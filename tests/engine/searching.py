@@ -7,9 +7,10 @@ import numpy as np
 from pulse_trt.engine.scheduler import Request, Scheduler
 
 
-def search(runner, targets, *, options=None, slots=None, sync_every=4, order=None, progress=None):
+def search(runner, targets, *, options=None, slots=None, sync_every=4, order=None, progress=None, fields=None):
     """Results of targets [N, 3, lr, lr] (input i keyed by index i) through a fresh Scheduler of
-    `slots` rows (default: every start at once); `order`: the submission order of the inputs.
+    `slots` rows (default: every start at once); `order`: the submission order of the inputs;
+    `fields(i)`: more Request fields of input i (e.g. render_every, on_render, keep_restarts).
     Returns (results in input order, the scheduler)."""
     targets = np.asarray(targets, np.float32)
     opts = runner.manifest.resolve_options(options)
@@ -17,7 +18,8 @@ def search(runner, targets, *, options=None, slots=None, sync_every=4, order=Non
     sched = Scheduler(runner, slots=slots, sync_every=sync_every)
     order = range(len(targets)) if order is None else order
     reqs = {i: sched.add(Request(target=targets[i], index=i, options=opts,
-                                 progress=None if progress is None else progress(i))) for i in order}
+                                 progress=None if progress is None else progress(i),
+                                 **(fields(i) if fields is not None else {}))) for i in order}
     sched.run_until_done()
     for r in reqs.values():
         if r.error is not None:

@@ -12,7 +12,7 @@ from pulse_trt.engine.runner import plan_buffers
 from pulse_trt.engine.runner_ort import OrtRunner
 from pulse_trt.engine.scheduler import start_rows
 
-from toy_artifacts import seal, toy_search_ref
+from toy_artifacts import seal, toy_search_ref, toy_weights
 
 HAS_CUDA_EP = "CUDAExecutionProvider" in ort.get_available_providers()
 
@@ -161,6 +161,36 @@ def test_move_row_and_render_best(toy_dir):
         np.testing.assert_array_equal(r.render_best([0])["image"][0], images["image"][0])
     for name in names:
         np.testing.assert_array_equal(moved[name], before[name], err_msg=name)
+
+
+def test_render_draws_the_best_current_or_start_iterate(toy_dir):
+    """render(rows, iterate) feeds the render graph best.X, X or start.X (frozen noise: always the
+    row's own): each image equals the toy generator's image of that state, computed by hand."""
+    m = load_manifest(toy_dir)
+    feeds = _rows(m, n=3)
+    a, nmaps, c, p = toy_weights()
+
+    def image(latent, noise0, row):
+        return np.clip(a @ latent.ravel() + nmaps[0] @ noise0.ravel() + nmaps[1] @ feeds["noise1"][row].ravel() + c, 0, 1)
+
+    with OrtRunner(m) as r:
+        r.open(3)
+        r.write_rows([0, 1, 2], feeds)
+        start = r.render([2, 0], "start")  # before any step: the state buffers hold nothing yet
+        _steps(m, r, 3, 0, 4)
+        cur, best = r.render([2, 0], "current"), r.render([2, 0], "best")
+        np.testing.assert_array_equal(r.render_best([2, 0])["image"], best["image"])
+        st = r.read_rows(["latent", "noise0", "best.latent", "best.noise0"], [2, 0])
+        with pytest.raises(PulseError, match="iterate must be one of"):
+            r.render([0], "last")
+    for i, row in enumerate((2, 0)):
+        for got, latent, noise0 in ((start, feeds["start.latent"][row], feeds["start.noise0"][row]),
+                                    (cur, st["latent"][i], st["noise0"][i]),
+                                    (best, st["best.latent"][i], st["best.noise0"][i])):
+            want = image(latent, noise0, row)
+            np.testing.assert_allclose(got["image"][i].ravel(), want, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got["lr_image"][i].ravel(), p @ want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cur["image"], start["image"])  # four steps moved the state
 
 
 def test_stateless_run_step_equals_bound_step(toy_dir):

@@ -104,3 +104,37 @@ def test_runner_logic_on_emulated_tensorrt_and_cuda(toy_dir, tmp_path, monkeypat
         assert cudart.captured == len(used) * 2 * 4 and cudart.launches == steps
     else:
         assert cudart.captured == cudart.launches == 0
+
+
+def test_render_iterates_on_emulated_tensorrt(toy_dir, tmp_path, monkeypatch):
+    """TrtRunner.render's start / current / best iterates point the render engine at the rows of
+    start.X, X and best.X (tests/engine/trt_emulate.py behind TensorRT and CUDA): the images
+    OrtRunner renders from the same state."""
+    from pulse_trt.engine import runner_trt  # noqa: PLC0415
+    from pulse_trt.engine.runner_ort import OrtRunner  # noqa: PLC0415
+    from pulse_trt.engine.scheduler import start_rows  # noqa: PLC0415
+    from trt_emulate import FakeCudart, fake_tensorrt, write_fake_engines  # noqa: PLC0415
+
+    cudart = FakeCudart()
+    monkeypatch.setattr(runner_trt, "import_cudart", lambda: cudart)
+    monkeypatch.setattr(runner_trt, "import_tensorrt", lambda: fake_tensorrt(cudart))
+    m = load_manifest(toy_dir)
+    step_engine, render_engine = write_fake_engines(toy_dir, tmp_path)
+    y = np.random.default_rng(4).uniform(0.3, 0.7, (3, 3, 2, 2)).astype(np.float32)
+    feeds = start_rows(m, m.options, y, [(i, 0) for i in range(3)])
+    lr = np.array([[m.options.lr_at(j)] * 3 for j in range(3)], np.float32)
+    t = np.repeat(np.arange(1, 4, dtype=np.float32)[:, None], 3, 1)
+    images = {}
+    for name, runner in (("ort", OrtRunner(m)), ("trt", TrtRunner(m, step_engine=step_engine,
+                                                                  render_engine=render_engine, cuda_graph=False))):
+        with runner as r:
+            r.open(3, 3)
+            r.write_rows([0, 1, 2], feeds)
+            got = [r.render([2, 0], "start")]
+            r.run(3, lr, t)
+            got += [r.render([2, 0], "current"), r.render([2, 0], "best")]
+            images[name] = got
+    for a, b in zip(images["ort"], images["trt"]):
+        np.testing.assert_allclose(b["image"], a["image"], atol=1e-6)
+        np.testing.assert_allclose(b["lr_image"], a["lr_image"], atol=1e-6)
+    assert not np.allclose(images["ort"][0]["image"], images["ort"][1]["image"])

@@ -220,6 +220,36 @@ def test_submit_returns_a_future_equal_to_search(art, faces, backend):
     np.testing.assert_array_equal(got.hr, ref.hr)
 
 
+def test_keep_restarts_and_intermediates(art, faces):
+    """search / submit with keep_restarts and on_intermediate (engine backends): the same results
+    as without, every start kept (stamped like the result), every asked step of every start
+    delivered; backend torch and a stray intermediate_every are one-line errors."""
+    with Pulse(artifacts=art, options=PulseOptions(steps=STEPS, duplicates=2), slots=3) as p:
+        plain = p.search(faces[:2])
+        shots = []
+        more = p.search(faces[:2], keep_restarts=True, on_intermediate=shots.append, intermediate_every=2)
+        one = p.submit(_u8(faces[0]), keep_restarts=True).result(timeout=300)
+        with pytest.raises(PulseError, match="need on_intermediate"):
+            p.search(faces[:1], intermediate_every=2)
+        with pytest.raises(PulseError, match="keep_restarts must be True or False"):
+            p.submit(_u8(faces[0]), keep_restarts=1)
+    for a, b in zip(plain, more):
+        np.testing.assert_array_equal(a.hr, b.hr)
+        assert a.history == b.history and a.record["restart"] == b.record["restart"] and a.restarts == []
+        assert [s.record["restart"] for s in b.restarts] == [0, 1]
+        assert all(s.record["backend"] == "ort" and s.record["artifacts_key"] == b.record["artifacts_key"]
+                   for s in b.restarts)
+        np.testing.assert_array_equal(b.restarts[b.record["restart"]].hr, b.hr)
+    assert sorted((s.index, s.restart, s.step) for s in shots) == [(i, k, j) for i in (0, 1) for k in (0, 1)
+                                                                 for j in (0, 2, 4)]
+    assert len(one.restarts) == 2 and one.record["artifacts_key"] == one.restarts[0].record["artifacts_key"]
+    torch_pulse = Pulse(backend="torch", lr_size=8)
+    with pytest.raises(PulseError, match="backend torch"):
+        torch_pulse.search(faces[:1], keep_restarts=True)
+    with pytest.raises(PulseError, match="backend torch"):
+        torch_pulse.submit(_u8(faces[0]), on_intermediate=print)
+
+
 def test_one_instance_from_two_threads(art, faces):
     with Pulse(artifacts=art, slots=1) as p:
         alone = p.search(faces[:1])[0]
