@@ -81,8 +81,8 @@ def image_to_chw01(image, lr_size: int, index: int = 0) -> np.ndarray:
 def intermediate_request(on_intermediate, every=None, iterate=None) -> dict:
     """The Request fields (render_every, render_iterate, on_render) of the API's intermediate-image
     arguments: on_intermediate(Snapshot) receives the image of every start at every `every`-th
-    step (default 1: every step, as PULSE's save_intermediate), the "current" iterate (default)
-    or the "best" so far. {} without a callback; PulseError (one line) for a bad value or for
+    step (default 1: every step, as PULSE's save_intermediate), the "best" so far (default, as
+    PULSE's code saves) or the "current" iterate. {} without a callback; PulseError (one line) for a bad value or for
     `every` / `iterate` without a callback."""
     if on_intermediate is None:
         if every is not None or iterate is not None:
@@ -92,7 +92,7 @@ def intermediate_request(on_intermediate, every=None, iterate=None) -> dict:
     every = 1 if every is None else every
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise PulseError(f"intermediate_every must be an integer >= 1 (1: every step), got {every!r}")
-    iterate = "current" if iterate is None else iterate
+    iterate = "best" if iterate is None else iterate
     if iterate not in INTERMEDIATE_ITERATES:
         raise PulseError(f"intermediate_iterate must be one of {', '.join(INTERMEDIATE_ITERATES)}, got {iterate!r}")
     check_render_request(every, iterate, on_intermediate)
@@ -246,8 +246,8 @@ class PulseEngine:
                   one output per duplicate); the chosen result is the same with or without it.
         on_intermediate: on_intermediate(engine.scheduler.Snapshot) in the worker thread: the
                   image of every start at every `intermediate_every`-th step (default 1, every
-                  step: PULSE's save_intermediate), of the "current" iterate (default) or the
-                  "best" so far (`intermediate_iterate`), in step order, all before the result.
+                  step: PULSE's save_intermediate), of the "best" so far (default) or the
+                  "current" iterate (`intermediate_iterate`), in step order, all before the result.
                   Results do not depend on it. A callback that raises fails its own request.
         future.cancel() takes the request out of the queue or its slot at the next sync; it
         then has no result and no record.

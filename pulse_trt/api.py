@@ -513,7 +513,7 @@ class Pulse:
            keep_restarts: result.restarts holds every start's own ImageResult (PULSE's
            `-duplicates N` writes each); on_intermediate(engine.scheduler.Snapshot): the image
            of every start at every `intermediate_every`-th step (default 1: PULSE's
-           save_intermediate), the "current" iterate (default) or the "best" so far
+           save_intermediate), the "best" so far (default) or the "current" iterate
            (`intermediate_iterate`), in the engine's worker thread, before the result. Neither
            changes any result.
         Returns one ImageResult per input, in order; record["backend"] is this backend,

@@ -134,8 +134,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--save-every", type=int, default=None, metavar="K",
                    help="with --save-intermediate: steps 0, K, 2K, ... (default: 1, every step, as PULSE)")
     w.add_argument("--intermediate-iterate", choices=("current", "best"), default=None,
-                   help="with --save-intermediate: current (default): the iterate each step evaluates; best: the best "
-                        "so far (what PULSE's June 2020 code saves)")
+                   help="with --save-intermediate: best (default): the best image so far, what PULSE's released code "
+                        "saves; current: the iterate each step evaluates")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-input lines (notes and errors still print)")
     y = p.add_argument_group("ray (pip install 'pulse-trt[ray]')")
     y.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
@@ -463,7 +463,7 @@ def _submit_options(args, writer: _IntermediateWriter | None, i: int) -> dict:
         more["keep_restarts"] = True
     if writer is not None:
         more.update(on_intermediate=writer.callback(i), intermediate_every=args.save_every or 1,
-                    intermediate_iterate=args.intermediate_iterate or "current")
+                    intermediate_iterate=args.intermediate_iterate or "best")
     return more
 
 

@@ -185,7 +185,7 @@ def test_render_and_keep_settings_are_checked_when_added(toy_dir, fields, words)
 
 def test_intermediate_arguments_of_the_api():
     assert intermediate_request(None) == {}
-    assert intermediate_request(print) == {"render_every": 1, "render_iterate": "current", "on_render": print}
+    assert intermediate_request(print) == {"render_every": 1, "render_iterate": "best", "on_render": print}
     assert intermediate_request(print, 5, "best")["render_every"] == 5
     for args, words in (((None, 2), "need on_intermediate"), ((None, None, "best"), "need on_intermediate"),
                         ((print, 0), "intermediate_every must be an integer >= 1"),
