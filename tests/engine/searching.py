@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pulse_trt.engine.scheduler import Request, Scheduler
+from pulse_trt.engine.runner_ort import OrtRunner
+from pulse_trt.engine.scheduler import Request, Scheduler, start_rows
 
 
 def search(runner, targets, *, options=None, slots=None, sync_every=4, order=None, progress=None, fields=None):
@@ -25,3 +26,18 @@ def search(runner, targets, *, options=None, slots=None, sync_every=4, order=Non
         if r.error is not None:
             raise r.error
     return [reqs[i].result for i in range(len(targets))], sched
+
+
+def toy_targets(n, seed=5):
+    """n LR targets [n, 3, 2, 2] for the toy artefacts (tests/engine/toy_artifacts.py)."""
+    return np.random.default_rng(seed).uniform(0.3, 0.7, (n, 3, 2, 2)).astype(np.float32)
+
+
+def reachable(m, n=1, scale=0.9):
+    """Targets the toy can make: the lr image of a scaled start (reached within eps)."""
+    feeds = start_rows(m, m.options, toy_targets(n), [(50 + i, 0) for i in range(n)])
+    with OrtRunner(m) as r:
+        r.open(n)
+        out = r._render_sess.run(None, {"latent": feeds["start.latent"] * scale, "noise0": feeds["start.noise0"],
+                                        "noise1": feeds["noise1"]})
+    return out[1]  # lr_image [n, 3, 2, 2]

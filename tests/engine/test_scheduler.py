@@ -19,22 +19,10 @@ from pulse_trt.engine.result import TrajectoryTracker, pick_restart
 from pulse_trt.engine.runner_ort import OrtRunner
 from pulse_trt.engine.scheduler import Request, Scheduler, sphere_radius, start_rows
 
+from searching import reachable as _reachable
 from searching import search
+from searching import toy_targets as _targets
 from toy_artifacts import toy_search_ref, toy_weights
-
-
-def _targets(n, seed=5):
-    return np.random.default_rng(seed).uniform(0.3, 0.7, (n, 3, 2, 2)).astype(np.float32)
-
-
-def _reachable(m, n=1, scale=0.9):
-    """Targets the toy can make: the lr image of a scaled start (reached within eps)."""
-    feeds = start_rows(m, m.options, _targets(n), [(50 + i, 0) for i in range(n)])
-    with OrtRunner(m) as r:
-        r.open(n)
-        out = r._render_sess.run(None, {"latent": feeds["start.latent"] * scale, "noise0": feeds["start.noise0"],
-                                        "noise1": feeds["noise1"]})
-    return out[1]  # lr_image [n, 3, 2, 2]
 
 
 def test_sphere_radius_by_hand():

@@ -18,12 +18,10 @@ from pulse_trt.engine.result import pick_restart
 from pulse_trt.engine.runner_ort import OrtRunner
 from pulse_trt.engine.scheduler import Request, Scheduler, start_rows
 
+from searching import reachable as _reachable
 from searching import search
+from searching import toy_targets as _targets
 from toy_artifacts import toy_weights
-
-
-def _targets(n, seed=5):
-    return np.random.default_rng(seed).uniform(0.3, 0.7, (n, 3, 2, 2)).astype(np.float32)
 
 
 def _same(a, b):
@@ -41,16 +39,6 @@ def _close(a, b):
         assert a.record[key] == b.record[key], key
     np.testing.assert_allclose(a.history["TOTAL"], b.history["TOTAL"], rtol=1e-5)
     np.testing.assert_allclose(a.hr, b.hr, atol=1e-5)
-
-
-def _reachable(m, n=1, scale=0.9):
-    """Targets the toy can make: the lr image of a scaled start (reached within eps)."""
-    feeds = start_rows(m, m.options, _targets(n), [(50 + i, 0) for i in range(n)])
-    with OrtRunner(m) as r:
-        r.open(n)
-        out = r._render_sess.run(None, {"latent": feeds["start.latent"] * scale, "noise0": feeds["start.noise0"],
-                                        "noise1": feeds["noise1"]})
-    return out[1]  # lr_image [n, 3, 2, 2]
 
 
 def _toy_image(latent, noise0, noise1):
