@@ -383,10 +383,17 @@ def scenario_ratio(args, pngs) -> dict:
             "clients": args.clients, "slots": args.slots, "steps": args.steps, "stop": stop}
 
 
+def _sharing(out: dict) -> str:
+    """How busy the machine was when the run started: a load average a quarter above the core
+    count means other jobs (the benchmark's own two threads leave about the core count behind)."""
+    busy = out["load_average_before"][0] > 1.25 * out["machine"]["cores"]
+    return "shared with other jobs" if busy else "nothing else running"
+
+
 def ratio_markdown(out: dict) -> str:
     r = out["ratio"]
     m = out["machine"]
-    lines = [f"Measured {out['date']} on {m['cpu']} ({m['cores']} cores), shared with other engineers' jobs "
+    lines = [f"Measured {out['date']} on {m['cpu']} ({m['cores']} cores), {_sharing(out)} "
              f"(load average {out['load_average_before'][0]:.1f} at the start).",
              f"Command: `{out['command']}`: {len(r['rounds'])} rounds of {r['requests']} faces, {r['clients']} clients, "
              f"{r['slots']} slots, {r['steps']} steps.", "",
@@ -473,8 +480,8 @@ def verdict(out: dict) -> bool:
 
 def markdown(out: dict) -> str:
     m = out["machine"]
-    lines = [f"Measured {out['date']} on {m['cpu']} ({m['cores']} cores), shared with other engineers' jobs "
-             f"(load average {out['load_average_before'][0]:.1f} before the run): timings move with that load.",
+    lines = [f"Measured {out['date']} on {m['cpu']} ({m['cores']} cores), {_sharing(out)} "
+             f"(load average {out['load_average_before'][0]:.1f} before the run): timings move with the load.",
              f"Command: `{out['command']}`. Verdict: {'every check passed' if verdict(out) else 'CHECKS FAILED'}.", ""]
     if "baseline" in out:
         b = out["baseline"]
