@@ -1,7 +1,34 @@
-"""Fixtures shared by every test package: the embedded dcgan (torch side)."""
+"""Fixtures shared by every test package: the embedded dcgan (torch side), the session's
+artefact cache folder and the dcgan artefacts for 8x8 inputs exported into it once per session
+(tests/cli, tests/serve and tests/ray point PULSE_TRT_CACHE at that folder)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+
+from shared import FAST_STEPS
+
+
+@pytest.fixture(scope="session")
+def pulse_cache(tmp_path_factory):
+    """The session's artefact cache folder."""
+    path = tmp_path_factory.getbasetemp() / "pulse-trt-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def artifacts5(pulse_cache):
+    """dcgan artefacts for 8x8 inputs, options PulseOptions(steps=FAST_STEPS), exported (or found)
+    in the session cache by pulse_trt.api.Pulse. SimpleNamespace(dir, key, log)."""
+    pytest.importorskip("torch")
+    from pulse_trt.api import Pulse  # noqa: PLC0415
+    from pulse_trt.engine.options import PulseOptions  # noqa: PLC0415
+
+    lines: list[str] = []
+    with Pulse(lr_size=8, options=PulseOptions(steps=FAST_STEPS), cache_dir=pulse_cache, log=lines.append) as p:
+        return SimpleNamespace(dir=p.artifacts_dir, key=p.key, log=lines)
 
 
 @pytest.fixture(scope="session")

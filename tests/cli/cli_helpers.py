@@ -11,8 +11,7 @@ from pulse_trt.engine.bicubic import downscale
 from pulse_trt.engine.result import ImageResult
 from pulse_trt.engine.spec import GeneratorSpec
 
-# Steps of the fast real runs: the session's shared artefacts are exported with these options.
-FAST_STEPS = 5
+from shared import FAST_STEPS  # noqa: F401  (the steps of the session's shared artefacts)
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:

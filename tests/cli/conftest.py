@@ -1,6 +1,6 @@
 """Fixtures of the CLI tests: run `pulse-trt` in-process, write small PNGs, a fake search backend
 (for the CLI's own flow: validation, batching, records, Ctrl-C), faces made by the embedded
-dcgan (for real end-to-end runs) and one artefact cache shared by the whole session.
+dcgan (for real end-to-end runs); the artefact cache shared by the whole session is tests/conftest.py's.
 
 Every CLI test runs with PULSE_TRT_CACHE pointing at the session's cache (never ~/.cache), and
 the dcgan artefacts for 8x8 inputs with --steps 5 (FAST_STEPS) are exported once per session
@@ -8,39 +8,17 @@ the dcgan artefacts for 8x8 inputs with --steps 5 (FAST_STEPS) are exported once
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from cli_helpers import FAST_STEPS, FakeBackends, write_png
+from cli_helpers import FakeBackends, write_png
 from pulse_trt.engine.bicubic import downscale
-
-
-@pytest.fixture(scope="session")
-def pulse_cache(tmp_path_factory):
-    """The session's artefact cache folder (shared with tests/pulse_trt by name)."""
-    path = tmp_path_factory.getbasetemp() / "pulse-trt-cache"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 @pytest.fixture(autouse=True)
 def _cache_env(monkeypatch, pulse_cache):
     monkeypatch.setenv("PULSE_TRT_CACHE", str(pulse_cache))
-
-
-@pytest.fixture(scope="session")
-def artifacts5(pulse_cache):
-    """dcgan artefacts for 8x8 inputs, options PulseOptions(steps=FAST_STEPS), exported (or found)
-    in the session cache by pulse_trt.api.Pulse. SimpleNamespace(dir, key, log)."""
-    pytest.importorskip("torch")
-    from pulse_trt.api import Pulse  # noqa: PLC0415
-    from pulse_trt.engine.options import PulseOptions  # noqa: PLC0415
-
-    lines: list[str] = []
-    with Pulse(lr_size=8, options=PulseOptions(steps=FAST_STEPS), cache_dir=pulse_cache, log=lines.append) as p:
-        return SimpleNamespace(dir=p.artifacts_dir, key=p.key, log=lines)
 
 
 @pytest.fixture

@@ -13,18 +13,12 @@ import textwrap
 import pytest
 
 from cli_helpers import FAST_STEPS
+from shared import BLOCK_TORCH
 
 pytestmark = pytest.mark.slow  # subprocesses importing the CLI, a bench run: about 2 minutes on 2 busy cores
 
-BLOCKER = textwrap.dedent("""
-    import importlib.abc, json, sys
-    BLOCKED = ("torch", "pulse_trt.export", "onnx", "torchvision")
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                raise ImportError(f"{name} is blocked in this process")
-            return None
-    sys.meta_path.insert(0, Blocker())
+BLOCKER = BLOCK_TORCH + textwrap.dedent("""
+    import json
     from pulse_trt.cli import main
     rc = main(sys.argv[1:])
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx") or m.startswith("pulse_trt.export"))

@@ -9,16 +9,7 @@ import textwrap
 
 import pytest
 
-BLOCKER = textwrap.dedent("""
-    import importlib.abc, sys
-    BLOCKED = ("torch", "pulse_trt.export", "onnx", "torchvision")
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                raise ImportError(f"{name} is blocked in this process")
-            return None
-    sys.meta_path.insert(0, Blocker())
-""")
+from shared import BLOCK_TORCH as BLOCKER
 
 SEARCH = textwrap.dedent("""
     import json, sys

@@ -1,10 +1,9 @@
-"""Fixtures of the Ray tests: the session's artefact cache (shared with tests/cli by name), 24
+"""Fixtures of the Ray tests: the session's artefact cache (tests/conftest.py), 24
 small LR inputs, their records from the local CLI, and a local Ray started by the test module
 (`ray.init(num_cpus=2)`, no cluster; shut down at the module's end). Tests needing Ray skip
 cleanly where it is not installed."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,27 +12,9 @@ from PIL import Image
 from ray_helpers import FAST_STEPS, N_FACES, read_records
 
 
-@pytest.fixture(scope="session")
-def pulse_cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "pulse-trt-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 @pytest.fixture(autouse=True)
 def _cache_env(monkeypatch, pulse_cache):
     monkeypatch.setenv("PULSE_TRT_CACHE", str(pulse_cache))
-
-
-@pytest.fixture(scope="session")
-def artifacts5(pulse_cache):
-    """dcgan artefacts for 8x8 inputs, PulseOptions(steps=FAST_STEPS), in the session cache."""
-    pytest.importorskip("torch")
-    from pulse_trt.api import Pulse  # noqa: PLC0415
-    from pulse_trt.engine.options import PulseOptions  # noqa: PLC0415
-
-    p = Pulse(lr_size=8, options=PulseOptions(steps=FAST_STEPS), cache_dir=pulse_cache)
-    return SimpleNamespace(dir=p.resolve_artifacts(), key=p.key)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-FAST_STEPS = 5  # as tests/cli: the session's shared artefacts are exported with these options
+from shared import FAST_STEPS  # noqa: F401  (the steps of the session's shared artefacts)
 N_FACES = 24
 VOLATILE = ("seconds",)  # record fields that differ between two runs of the same search
 

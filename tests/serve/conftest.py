@@ -13,7 +13,7 @@ pytest.importorskip("httpx")
 
 from serve_helpers import GatedEngine, running_server  # noqa: E402
 
-FAST_STEPS = 5  # the session's shared artefacts are exported with these options (tests/cli)
+from shared import FAST_STEPS  # noqa: E402  (the steps of the session's shared artefacts)
 
 
 @pytest.fixture(scope="session")
